@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs what is missing, then
+# type-checks, lints and runs the unit, integration and e2e suites.
+# Usage: bash scripts/test.sh [vitest args...]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+root=$(repo_root)
+cd "$root"
+
+ensure_node_modules
+ensure_stores
+if [ -x scripts/build-control-plane.sh ] || [ -f scripts/build-control-plane.sh ]; then
+  log_step "building the test control plane when not cached"
+  bash scripts/build-control-plane.sh
+  export HOTSTANDBY_E2E=1
+fi
+
+log_step "type-checking"
+tsc --noEmit -p .
+log_step "linting"
+eslint .
+log_step "running tests"
+vitest run "$@"

@@ -1,0 +1,72 @@
+// The key layout in etcd and in the stream server, in one place. The agent
+// writes these keys and the operator reads them, so neither may spell a key
+// by hand. See docs/DESIGN-notes or ../shared/DESIGN.md "Key layout".
+
+export interface ClusterRef {
+  namespace: string;
+  name: string;
+}
+
+/** "namespace/name", the cluster's identity in logs and keys. */
+export function clusterId(ref: ClusterRef): string {
+  return `${ref.namespace}/${ref.name}`;
+}
+
+/** Parses "namespace/name"; throws naming the expected shape. */
+export function parseClusterId(id: string): ClusterRef {
+  const parts = id.split('/');
+  if (parts.length !== 2 || !parts[0] || !parts[1]) {
+    throw new Error(`cluster must be "namespace/name", got ${JSON.stringify(id)}`);
+  }
+  return { namespace: parts[0], name: parts[1] };
+}
+
+export interface EtcdKeys {
+  prefix: string;
+  leader: string;
+  membersPrefix: string;
+  member(pod: string): string;
+  deletesPrefix: string;
+  metaPrefix: string;
+  meta(key: string): string;
+  snapshot: string;
+  switchover: string;
+}
+
+export function etcdKeys(ref: ClusterRef): EtcdKeys {
+  const prefix = `/hotstandby/${ref.namespace}/${ref.name}/`;
+  return {
+    prefix,
+    leader: `${prefix}leader`,
+    membersPrefix: `${prefix}members/`,
+    member: (pod) => `${prefix}members/${pod}`,
+    deletesPrefix: `${prefix}deletes/`,
+    metaPrefix: `${prefix}meta/`,
+    meta: (key) => `${prefix}meta/${key}`,
+    snapshot: `${prefix}snapshot`,
+    switchover: `${prefix}switchover`,
+  };
+}
+
+export interface StreamKeys {
+  /** The hash tag, so every key of one cluster lands on one shard. */
+  tag: string;
+  log: string;
+  epoch: string;
+  /** Highest sequence number ever assigned (survives trimming of the stream). */
+  head: string;
+  snapshotChunk(id: string, chunk: number): string;
+  snapshotChunkPrefix(id: string): string;
+}
+
+export function streamKeys(ref: ClusterRef): StreamKeys {
+  const tag = `{${ref.namespace}/${ref.name}}`;
+  return {
+    tag,
+    log: `hs:${tag}:log`,
+    epoch: `hs:${tag}:epoch`,
+    head: `hs:${tag}:head`,
+    snapshotChunk: (id, chunk) => `hs:${tag}:snap:${id}:${chunk}`,
+    snapshotChunkPrefix: (id) => `hs:${tag}:snap:${id}:`,
+  };
+}

@@ -1,0 +1,28 @@
+// Test harness: a real etcd and a real Redis-protocol server per test file,
+// on free loopback ports, stopped after the file's tests even when they fail.
+import { afterAll, beforeAll } from 'vitest';
+import { startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../../src/lib/localstores.ts';
+
+export interface Stores {
+  etcd: LocalEtcd;
+  redis: LocalRedis;
+}
+
+/**
+ * Call at the top of a describe/file: starts both stores before the tests and
+ * stops them after. Returns a getter because values exist only after beforeAll.
+ */
+export function useStores(): () => Stores {
+  let stores: Stores | undefined;
+  beforeAll(async () => {
+    const [etcd, redis] = await Promise.all([startEtcd(), startRedis()]);
+    stores = { etcd, redis };
+  });
+  afterAll(async () => {
+    await Promise.all([stores?.etcd.stop(), stores?.redis.stop()]);
+  });
+  return () => {
+    if (!stores) throw new Error('stores are not started yet: use them inside a test or beforeAll');
+    return stores;
+  };
+}
