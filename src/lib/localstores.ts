@@ -11,6 +11,8 @@ export interface LocalEtcd {
   endpoint: string;
   process: ManagedProcess;
   dataDir: string;
+  clientPort: number;
+  peerPort: number;
   stop(): Promise<void>;
 }
 
@@ -42,15 +44,26 @@ function requireBinary(names: readonly string[], debianPackage: string): string 
 const START_ATTEMPTS = 3; // a freshly freed port can be taken by someone else; retry on new ports
 const READY_TIMEOUT_MS = 20_000;
 
-export async function startEtcd(opts: { workDir?: string; name?: string } = {}): Promise<LocalEtcd> {
+export interface StartEtcdOptions {
+  workDir?: string;
+  name?: string;
+  /**
+   * Restart on the same ports and data directory as a stopped etcd (pass its
+   * clientPort, peerPort and dataDir): clients reconnect to the same endpoint
+   * and find the same keys and revisions. Tests use it for real outages.
+   */
+  reuse?: { clientPort: number; peerPort: number; dataDir: string };
+}
+
+export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd> {
   const binary = requireBinary(['etcd'], 'etcd-server');
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-etcd-'));
   const name = opts.name ?? 'etcd';
   let lastError = '';
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
-    const clientPort = await freePort();
-    const peerPort = await freePort();
-    const dataDir = path.join(workDir, `${name}-data-${attempt}`);
+    const clientPort = opts.reuse?.clientPort ?? (await freePort());
+    const peerPort = opts.reuse?.peerPort ?? (await freePort());
+    const dataDir = opts.reuse?.dataDir ?? path.join(workDir, `${name}-data-${attempt}`);
     const child = new ManagedProcess({
       name,
       command: binary,
@@ -74,6 +87,8 @@ export async function startEtcd(opts: { workDir?: string; name?: string } = {}):
         endpoint: `http://127.0.0.1:${clientPort}`,
         process: child,
         dataDir,
+        clientPort,
+        peerPort,
         stop: async () => {
           await child.stop();
         },
