@@ -9,6 +9,8 @@ import { freePort, waitForPort } from './ports.ts';
 
 export interface LocalEtcd {
   endpoint: string;
+  /** Holds the data and log; the caller removes it when done (see removeWorkDir). */
+  workDir: string;
   process: ManagedProcess;
   dataDir: string;
   clientPort: number;
@@ -18,6 +20,7 @@ export interface LocalEtcd {
 
 export interface LocalRedis {
   url: string;
+  workDir: string;
   port: number;
   process: ManagedProcess;
   stop(): Promise<void>;
@@ -85,6 +88,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
     if (ready && child.running && (await etcdHealthy(clientPort))) {
       return {
         endpoint: `http://127.0.0.1:${clientPort}`,
+        workDir,
         process: child,
         dataDir,
         clientPort,
@@ -140,6 +144,7 @@ export async function startRedis(opts: { workDir?: string; name?: string } = {})
     if ((await waitForPort(port, READY_TIMEOUT_MS)) && child.running) {
       return {
         url: `redis://127.0.0.1:${port}`,
+        workDir,
         port,
         process: child,
         stop: async () => {
@@ -151,4 +156,9 @@ export async function startRedis(opts: { workDir?: string; name?: string } = {})
     await child.stop(1000);
   }
   throw new Error(`redis-server did not become ready after ${START_ATTEMPTS} attempts; last log lines:\n${lastError}`);
+}
+
+/** Removes a store's work directory (data and logs) after it has stopped. */
+export function removeWorkDir(store: { workDir: string }): void {
+  fs.rmSync(store.workDir, { recursive: true, force: true });
 }

@@ -1,7 +1,7 @@
 // Test harness: a real etcd and a real Redis-protocol server per test file,
 // on free loopback ports, stopped after the file's tests even when they fail.
 import { afterAll, beforeAll } from 'vitest';
-import { startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../../src/lib/localstores.ts';
+import { removeWorkDir, startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../../src/lib/localstores.ts';
 
 export interface Stores {
   etcd: LocalEtcd;
@@ -20,6 +20,11 @@ export function useStores(): () => Stores {
   });
   afterAll(async () => {
     await Promise.all([stores?.etcd.stop(), stores?.redis.stop()]);
+    // Keep the logs of a failed run for inspection; clean up after a green one.
+    if (stores && !process.env.HOTSTANDBY_KEEP_TEST_DIRS) {
+      removeWorkDir(stores.etcd);
+      removeWorkDir(stores.redis);
+    }
   });
   return () => {
     if (!stores) throw new Error('stores are not started yet: use them inside a test or beforeAll');
