@@ -1,0 +1,321 @@
+// Leader election against a real etcd: who leads, when they stop, and that two
+// members never both believe they lead. Lease TTLs are 2-3 s to keep the file short.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Etcd3 } from 'etcd3';
+import { useStores } from '../harness/stores.ts';
+import { LeaderElection, type CandidacyAnswer, type ElectionEvent } from '../../src/agent/election.ts';
+import { decideCandidacy } from '../../src/agent/candidacy.ts';
+import { etcdKeys, type EtcdKeys } from '../../src/lib/keys.ts';
+import { createLogger } from '../../src/lib/log.ts';
+import { sleep, waitFor } from '../../src/lib/time.ts';
+
+const stores = useStores();
+
+interface Member {
+  name: string;
+  etcd: Etcd3;
+  election: LeaderElection;
+  /** Every event with the wall-clock time it arrived. */
+  events: Array<ElectionEvent & { at: number }>;
+  candidacyCalls: number;
+}
+
+let live: Member[] = [];
+let clusterSeq = 0;
+
+afterEach(async () => {
+  const members = live;
+  live = [];
+  await Promise.all(members.map((m) => m.election.stop()));
+  for (const m of members) m.etcd.close();
+});
+
+function newCluster(): EtcdKeys {
+  clusterSeq++;
+  return etcdKeys({ namespace: 'election-test', name: `c${clusterSeq}` });
+}
+
+function addMember(
+  keys: EtcdKeys,
+  name: string,
+  opts: { ttl?: number; marginMs?: number; candidacy?: () => CandidacyAnswer } = {},
+): Member {
+  const etcd = new Etcd3({ hosts: stores().etcd.endpoint, dialTimeout: 3000 });
+  const member: Member = { name, etcd, events: [], candidacyCalls: 0, election: undefined as unknown as LeaderElection };
+  member.election = new LeaderElection({
+    etcd,
+    keys,
+    member: name,
+    address: `${name}.test:7000`,
+    leaseTtlSeconds: opts.ttl ?? 3,
+    demoteMarginMs: opts.marginMs ?? 500,
+    log: createLogger({ component: 'election-test', member: name, level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    candidacy: async () => {
+      member.candidacyCalls++;
+      return opts.candidacy?.() ?? { eligible: true, delayMs: 0, reason: 'test' };
+    },
+  });
+  member.election.onEvent((e) => member.events.push({ ...e, at: Date.now() }));
+  live.push(member);
+  return member;
+}
+
+function leaders(members: Member[]): Member[] {
+  return members.filter((m) => m.election.holdsLeadership());
+}
+
+async function waitForLeader(members: Member[], timeoutMs = 15_000): Promise<Member> {
+  return waitFor(
+    () => {
+      const holding = leaders(members);
+      return holding.length === 1 ? holding[0] : undefined;
+    },
+    { timeoutMs, intervalMs: 20, what: 'exactly one leader' },
+  );
+}
+
+function electedEvents(m: Member): Array<Extract<ElectionEvent, { type: 'elected' }> & { at: number }> {
+  return m.events.filter((e): e is Extract<ElectionEvent, { type: 'elected' }> & { at: number } => e.type === 'elected');
+}
+
+function deposedEvents(m: Member): Array<Extract<ElectionEvent, { type: 'deposed' }> & { at: number }> {
+  return m.events.filter((e): e is Extract<ElectionEvent, { type: 'deposed' }> & { at: number } => e.type === 'deposed');
+}
+
+/** Samples every few ms for `ms`, failing at once if two members hold leadership together. */
+async function assertNeverTwoLeaders(members: Member[], ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    const holding = leaders(members).map((m) => m.name);
+    expect(holding.length, `leaders at once: ${holding.join(', ')}`).toBeLessThanOrEqual(1);
+    await sleep(5);
+  }
+}
+
+describe('leader election', () => {
+  it('a single member is elected with epoch = the leader key create revision', async () => {
+    const keys = newCluster();
+    const a = addMember(keys, 'a');
+    const before = Date.now();
+    await a.election.start();
+    await waitForLeader([a]);
+    const [elected] = electedEvents(a);
+    expect(elected).toBeDefined();
+    const res = await a.etcd.get(keys.leader).exec();
+    const kv = res.kvs[0]!;
+    expect(elected!.epoch).toBe(Number(kv.create_revision));
+    expect(a.election.epoch).toBe(elected!.epoch);
+    expect(elected!.record).toMatchObject({ member: 'a', address: 'a.test:7000', epoch: elected!.epoch });
+    // The key carries the leader's lease, not an immortal one.
+    expect(kv.lease).not.toBe('0');
+    // The record's epoch is filled in right after the election.
+    await waitFor(async () => JSON.parse((await a.etcd.get(keys.leader).string()) ?? '{}').epoch === elected!.epoch, {
+      timeoutMs: 5000,
+      what: 'the epoch in the stored record',
+    });
+    // leader-changed (ours) came before elected; the getter agrees.
+    expect(a.events.findIndex((e) => e.type === 'leader-changed' && e.leader?.member === 'a')).toBeLessThan(
+      a.events.findIndex((e) => e.type === 'elected'),
+    );
+    expect(a.election.leader).toMatchObject({ member: 'a', epoch: elected!.epoch });
+    // Local deadline: at most TTL - margin after now, and renewed by keepalives.
+    const deadline = a.election.localDeadline()!;
+    expect(deadline).toBeGreaterThan(Date.now());
+    expect(deadline).toBeLessThanOrEqual(Date.now() + 3000 - 500 + 50);
+    await sleep(2000);
+    expect(a.election.holdsLeadership()).toBe(true);
+    expect(a.election.localDeadline()!).toBeGreaterThan(before + 2000);
+  });
+
+  it('three members: exactly one leads, all agree on who; resign hands over quickly with a larger epoch', async () => {
+    const keys = newCluster();
+    const members = ['a', 'b', 'c'].map((n) => addMember(keys, n));
+    await Promise.all(members.map((m) => m.election.start()));
+    const first = await waitForLeader(members);
+    await assertNeverTwoLeaders(members, 1500);
+    await waitFor(() => members.every((m) => m.election.leader?.member === first.name), { timeoutMs: 5000, what: 'everyone to see the leader' });
+    const firstEpoch = first.election.epoch;
+    expect(members.filter((m) => m !== first).every((m) => m.election.epoch === 0)).toBe(true);
+
+    const resignedAt = Date.now();
+    const sampling = assertNeverTwoLeaders(members, 3000);
+    await first.election.resign({ holdOffMs: 10_000 });
+    expect(first.election.holdsLeadership()).toBe(false);
+    expect(deposedEvents(first).at(-1)).toMatchObject({ reason: 'resigned', epoch: firstEpoch });
+    const second = await waitForLeader(members, 5000);
+    const handover = Date.now() - resignedAt;
+    expect(second).not.toBe(first);
+    expect(handover).toBeLessThan(2000); // no TTL wait: the key vanished with the revoked lease
+    expect(second.election.epoch).toBeGreaterThan(firstEpoch);
+    await sampling;
+    // The resigned member held off: it never campaigned again.
+    expect(electedEvents(first)).toHaveLength(1);
+  });
+
+  it('a leader that stops renewing (killed) loses to another after about the TTL, and never overlaps', async () => {
+    const keys = newCluster();
+    const ttl = 3;
+    const a = addMember(keys, 'a', { ttl });
+    await a.election.start();
+    await waitForLeader([a]);
+    const b = addMember(keys, 'b', { ttl });
+    await b.election.start();
+    await sleep(500);
+    expect(b.election.leader?.member).toBe('a');
+
+    // Kill-like: the leader's connection to etcd goes away without a revoke.
+    const killedAt = Date.now();
+    a.etcd.close();
+    const winner = await waitForLeader([b], ttl * 1000 + 4000);
+    const takeover = Date.now() - killedAt;
+    expect(winner).toBe(b);
+    expect(takeover).toBeLessThan(ttl * 1000 + 4000);
+    // Not before the old lease could have expired: the last renewal was at most
+    // one keepalive interval (TTL/5) before the kill.
+    expect(takeover).toBeGreaterThan(ttl * 1000 - (ttl * 1000) / 5 - 200);
+    // The old leader demoted itself on its own, before the new one was elected.
+    const aDeposed = deposedEvents(a).at(-1);
+    expect(aDeposed?.reason).toBe('local-deadline');
+    expect(a.election.holdsLeadership()).toBe(false);
+    expect(aDeposed!.at).toBeLessThanOrEqual(electedEvents(b)[0]!.at);
+  });
+
+  it('the leader demotes itself at its local deadline when etcd stops answering, before the TTL passes', async () => {
+    const keys = newCluster();
+    const ttl = 3;
+    const a = addMember(keys, 'a', { ttl, marginMs: 500 });
+    await a.election.start();
+    await waitForLeader([a]);
+    await sleep(700); // a keepalive or two
+    const etcdProcess = stores().etcd.process;
+    const deadlineBefore = a.election.localDeadline()!;
+    const stoppedAt = Date.now();
+    etcdProcess.killNow('SIGSTOP');
+    try {
+      await waitFor(() => deposedEvents(a).length > 0, { timeoutMs: ttl * 1000, intervalMs: 10, what: 'the local-deadline demotion' });
+      const demotedAfter = Date.now() - stoppedAt;
+      expect(deposedEvents(a)[0]!.reason).toBe('local-deadline');
+      expect(a.election.holdsLeadership()).toBe(false);
+      expect(a.election.epoch).toBe(0);
+      expect(a.election.localDeadline()).toBeUndefined();
+      // Within TTL - margin of the last renewal, so strictly before the server could expire the lease.
+      expect(demotedAfter).toBeLessThan(ttl * 1000 - 500 + 100);
+      expect(deposedEvents(a)[0]!.at).toBeGreaterThanOrEqual(deadlineBefore - 50);
+    } finally {
+      etcdProcess.killNow('SIGCONT');
+    }
+    // Once etcd answers again, the cluster gets a leader again (re-checking candidacy first).
+    const callsBefore = a.candidacyCalls;
+    await waitForLeader([a], 30_000);
+    expect(a.candidacyCalls).toBeGreaterThan(callsBefore);
+    expect(electedEvents(a).at(-1)!.epoch).toBeGreaterThan(electedEvents(a)[0]!.epoch);
+  });
+
+  it('an ineligible member never campaigns, and is asked again while the key stays absent', async () => {
+    const keys = newCluster();
+    const a = addMember(keys, 'a');
+    const b = addMember(keys, 'b', { candidacy: () => ({ eligible: false, delayMs: 0, reason: 'lag 5000 exceeds 1000' }) });
+    await a.election.start();
+    await waitForLeader([a]);
+    await b.election.start();
+    await a.election.resign({ holdOffMs: 3000 });
+    await waitFor(() => b.election.leader === undefined, { timeoutMs: 3000, what: 'b to see the key gone' });
+    const callsAtGone = b.candidacyCalls;
+    await sleep(2000);
+    expect(electedEvents(b)).toHaveLength(0);
+    expect(b.election.holdsLeadership()).toBe(false);
+    expect((await a.etcd.get(keys.leader).string()) ?? null).toBeNull();
+    expect(b.candidacyCalls).toBeGreaterThan(callsAtGone); // re-asked, not given up on
+    // After its hold-off, a campaigns again and wins.
+    await waitForLeader([a, b], 10_000);
+    expect(leaders([a, b])[0]).toBe(a);
+  });
+
+  it('the most caught-up standby campaigns first', async () => {
+    const keys = newCluster();
+    const applied: Record<string, number> = { old: 100, 'pod-0': 90, 'pod-1': 95, 'pod-2': 99 };
+    const everyone = Object.entries(applied).map(([member, appliedSeq]) => ({ member, appliedSeq, role: 'standby' as const }));
+    const rule = (self: string) => () =>
+      decideCandidacy({ self, selfAppliedSeq: applied[self]!, headSeq: 100, maxLagOnFailover: 50, members: everyone.filter((m) => m.member !== 'old'), stepMs: 400 });
+    const old = addMember(keys, 'old');
+    await old.election.start();
+    await waitForLeader([old]);
+    const standbys = ['pod-0', 'pod-1', 'pod-2'].map((n) => addMember(keys, n, { candidacy: rule(n) }));
+    await Promise.all(standbys.map((m) => m.election.start()));
+    await sleep(300);
+    await old.election.resign({ holdOffMs: 60_000 });
+    const winner = await waitForLeader([...standbys, old], 5000);
+    expect(winner.name).toBe('pod-2');
+    await sleep(1500); // past every rank delay: the others stood down
+    expect(standbys.filter((m) => electedEvents(m).length > 0).map((m) => m.name)).toEqual(['pod-2']);
+  });
+
+  it('a restarted member revokes the key its previous incarnation left, instead of waiting for the TTL', async () => {
+    const keys = newCluster();
+    const ttl = 3;
+    const first = addMember(keys, 'a', { ttl });
+    await first.election.start();
+    await waitForLeader([first]);
+    const oldEpoch = first.election.epoch;
+    first.etcd.close(); // crash: nothing revoked
+    const restartedAt = Date.now();
+    const second = addMember(keys, 'a', { ttl });
+    await second.election.start();
+    await waitForLeader([second], 5000);
+    expect(Date.now() - restartedAt).toBeLessThan(ttl * 1000 - 500);
+    expect(second.election.epoch).toBeGreaterThan(oldEpoch);
+  });
+
+  it('stop() resigns, and leaves nothing running: a process using the election exits by itself', async () => {
+    const electionModule = path.resolve('src/agent/election.ts');
+    const keysModule = path.resolve('src/lib/keys.ts');
+    const logModule = path.resolve('src/lib/log.ts');
+    const script = `
+      import { Etcd3 } from 'etcd3';
+      import { LeaderElection } from ${JSON.stringify(electionModule)};
+      import { etcdKeys } from ${JSON.stringify(keysModule)};
+      import { silentLogger } from ${JSON.stringify(logModule)};
+      const etcd = new Etcd3({ hosts: ${JSON.stringify(stores().etcd.endpoint)} });
+      const e = new LeaderElection({ etcd, keys: etcdKeys({ namespace: 'election-test', name: 'exit' }), member: 'x', address: 'x:1',
+        leaseTtlSeconds: 2, demoteMarginMs: 400, log: silentLogger(), candidacy: async () => ({ eligible: true, delayMs: 0, reason: '' }) });
+      const elected = new Promise((r) => e.onEvent((ev) => ev.type === 'elected' && r(ev)));
+      await e.start();
+      await elected;
+      await e.stop();
+      etcd.close();
+      console.log('stopped', e.holdsLeadership(), JSON.stringify(await new Etcd3({ hosts: ${JSON.stringify(stores().etcd.endpoint)} }).get('/hotstandby/election-test/exit/leader').string()));
+      process.exit(0);
+    `;
+    // The probe client above must not keep the process alive either; the
+    // explicit exit is only after the checks, so measure the election alone below.
+    const out = await runNode(script, 20_000);
+    expect(out).toContain('stopped false null');
+
+    const lingerScript = script.replace(/console\.log[\s\S]*process\.exit\(0\);/, "console.log('done');");
+    const started = Date.now();
+    const lingerOut = await runNode(lingerScript, 20_000);
+    expect(lingerOut).toContain('done');
+    // Exits on its own once stop() and close() ran: no timer, watch or lease loop left.
+    expect(Date.now() - started).toBeLessThan(15_000);
+  });
+});
+
+function runNode(script: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`node did not exit within ${timeoutMs} ms (something kept it alive); output:\n${out}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`node exited with ${code}; output:\n${out}`));
+    });
+  });
+}
