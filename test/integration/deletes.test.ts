@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { useStores } from '../harness/stores.ts';
-import { startEtcd, type LocalEtcd } from '../../src/lib/localstores.ts';
+import { removeWorkDir, startEtcd, type LocalEtcd } from '../../src/lib/localstores.ts';
 import { DeleteEvents, retentionBucketSeconds, type DeleteStreamItem, type DeleteEventInputError } from '../../src/agent/deletes.ts';
 import { etcdKeys, type EtcdKeys } from '../../src/lib/keys.ts';
 import { silentLogger } from '../../src/lib/log.ts';
@@ -294,6 +294,7 @@ describe('delete events across outages and restarts', () => {
   let server: LocalEtcd | undefined;
   afterAll(async () => {
     await server?.stop();
+    if (server && !process.env.HOTSTANDBY_KEEP_TEST_DIRS) removeWorkDir(server);
   });
 
   it('a live subscription survives etcd being killed and restarted: no loss, no repeats', async () => {
@@ -314,7 +315,11 @@ describe('delete events across outages and restarts', () => {
       await withTimeout(server.process.exited, 10_000, 'etcd to die');
       // While etcd is down the subscription stays open and keeps beating.
       await reader.heartbeat(5000);
-      server = await startEtcd({ name: 'etcd-outage', reuse: { clientPort: server.clientPort, peerPort: server.peerPort, dataDir: server.dataDir } });
+      server = await startEtcd({
+        name: 'etcd-outage',
+        workDir: server.workDir,
+        reuse: { clientPort: server.clientPort, peerPort: server.peerPort, dataDir: server.dataDir },
+      });
 
       // Published as soon as etcd is back, likely before the subscriber's watch has resumed.
       for (let i = 0; i < 10; i++) {
