@@ -125,15 +125,17 @@ export class MemberRegistry {
   /**
    * Live members sorted by name: everyone whose key exists, and always this
    * member itself with its freshest local status (it is alive by definition,
-   * even while its key is being re-created).
+   * even while its key is being re-created). Empty after stop(): the view
+   * is no longer kept current.
    */
   members(): MemberStatus[] {
+    if (this.stopped) return [];
     const byName = new Map<string, MemberStatus>();
     for (const kv of this.mirror.current.values()) {
       const status = parseMemberStatus(kv, this.opts.keys.membersPrefix);
       if (status) byName.set(status.member, status);
     }
-    if (this.status && !this.stopped) byName.set(this.status.member, { ...this.status });
+    if (this.status) byName.set(this.status.member, { ...this.status });
     return [...byName.values()].sort((a, b) => (a.member < b.member ? -1 : a.member > b.member ? 1 : 0));
   }
 

@@ -1,6 +1,7 @@
 // Leader election against a real etcd: who leads, when they stop, and that two
 // members never both believe they lead. Lease TTLs are 2-3 s to keep the file short.
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
@@ -40,9 +41,9 @@ function newCluster(): EtcdKeys {
 function addMember(
   keys: EtcdKeys,
   name: string,
-  opts: { ttl?: number; marginMs?: number; candidacy?: () => CandidacyAnswer } = {},
+  opts: { ttl?: number; marginMs?: number; candidacy?: () => CandidacyAnswer; endpoint?: string } = {},
 ): Member {
-  const etcd = new Etcd3({ hosts: stores().etcd.endpoint, dialTimeout: 3000 });
+  const etcd = new Etcd3({ hosts: opts.endpoint ?? stores().etcd.endpoint, dialTimeout: 3000 });
   const member: Member = { name, etcd, events: [], candidacyCalls: 0, election: undefined as unknown as LeaderElection };
   member.election = new LeaderElection({
     etcd,
@@ -252,6 +253,40 @@ describe('leader election', () => {
     expect(standbys.filter((m) => electedEvents(m).length > 0).map((m) => m.name)).toEqual(['pod-2']);
   });
 
+  it('a member cut off from etcd demotes itself; once reconnected its watch catches up and it follows', async () => {
+    const keys = newCluster();
+    const ttl = 3;
+    const proxy = await startProxy(new URL(stores().etcd.endpoint).port);
+    try {
+      const a = addMember(keys, 'a', { ttl, endpoint: proxy.endpoint });
+      await a.election.start();
+      await waitForLeader([a]);
+      const b = addMember(keys, 'b', { ttl });
+      await b.election.start();
+      await sleep(300);
+      const cutAt = Date.now();
+      proxy.cut(); // connections reset, new ones refused: a network partition for a
+      const sampling = assertNeverTwoLeaders([a, b], ttl * 1000 + 3000);
+      await waitForLeader([b], ttl * 1000 + 4000);
+      expect(deposedEvents(a).at(-1)?.reason).toBe('local-deadline');
+      expect(deposedEvents(a).at(-1)!.at - cutAt).toBeLessThan(ttl * 1000);
+      await sampling;
+      // While a is away the leader changes again; a must learn it from its re-established watch or re-read.
+      await b.election.resign({ holdOffMs: 60_000 });
+      const c = addMember(keys, 'c', { ttl });
+      await c.election.start();
+      await waitForLeader([c], 10_000);
+      proxy.restore();
+      await waitFor(() => a.election.leader?.member === 'c', { timeoutMs: 20_000, what: 'a to see c lead after reconnecting' });
+      expect(a.election.leader?.epoch).toBe(c.election.epoch);
+      expect(a.election.holdsLeadership()).toBe(false);
+      await assertNeverTwoLeaders([a, b, c], 1000);
+      expect(leaders([a, b, c])).toEqual([c]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('a restarted member revokes the key its previous incarnation left, instead of waiting for the TTL', async () => {
     const keys = newCluster();
     const ttl = 3;
@@ -301,6 +336,44 @@ describe('leader election', () => {
     expect(Date.now() - started).toBeLessThan(15_000);
   });
 });
+
+/** A TCP proxy to etcd that a test can cut (a partition) and restore. */
+async function startProxy(upstreamPort: string): Promise<{ endpoint: string; cut(): void; restore(): void; close(): Promise<void> }> {
+  let open = true;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((downstream) => {
+    if (!open) {
+      downstream.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(upstreamPort), '127.0.0.1');
+    for (const s of [downstream, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => undefined);
+    }
+    downstream.pipe(upstream).pipe(downstream);
+    downstream.on('close', () => upstream.destroy());
+    upstream.on('close', () => downstream.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const cut = (): void => {
+    open = false;
+    for (const s of sockets) s.destroy();
+  };
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    cut,
+    restore: () => {
+      open = true;
+    },
+    close: () => {
+      cut();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
 
 function runNode(script: string, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -1,6 +1,8 @@
 // The member registry against a real etcd: keys appear under the member's own
 // lease, heartbeat, coalesce bursts, vanish on stop(), and come back after the
 // lease is lost.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Etcd3, type IKeyValue } from 'etcd3';
 import { useStores } from '../harness/stores.ts';
@@ -228,5 +230,40 @@ describe('member registry', () => {
       await r.stop();
       dead.close();
     }
+  });
+
+  it('stop() leaves nothing running: a process using the registry exits by itself', async () => {
+    const script = `
+      import { Etcd3 } from 'etcd3';
+      import { MemberRegistry } from ${JSON.stringify(path.resolve('src/agent/registry.ts'))};
+      import { etcdKeys } from ${JSON.stringify(path.resolve('src/lib/keys.ts'))};
+      import { silentLogger } from ${JSON.stringify(path.resolve('src/lib/log.ts'))};
+      const etcd = new Etcd3({ hosts: ${JSON.stringify(stores().etcd.endpoint)} });
+      const r = new MemberRegistry({ etcd, keys: etcdKeys({ namespace: 'registry-test', name: 'exit' }), member: 'x', version: '1',
+        leaseTtlSeconds: 2, log: silentLogger() });
+      await r.start({ role: 'standby', address: 'x:1', receivedSeq: 0, appliedSeq: 0, state: 'ok' });
+      r.update({ appliedSeq: 3 });
+      await new Promise((res) => setTimeout(res, 1200));
+      await r.stop();
+      etcd.close();
+      console.log('done', r.members().length);
+    `;
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (text += d.toString()));
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`the process did not exit within 15 s (a timer, watch or lease loop kept it alive):\n${text}`));
+      }, 15_000);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        if (code === 0) resolve(text);
+        else reject(new Error(`exit ${code}: ${text}`));
+      });
+    });
+    expect(out).toContain('done 0');
+    expect(await readKey(client(), etcdKeys({ namespace: 'registry-test', name: 'exit' }).member('x'))).toBeUndefined();
   });
 });
