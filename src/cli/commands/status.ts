@@ -1,0 +1,274 @@
+// `hotstandby status`: who leads, how far behind each standby is, the log
+// head, the latest snapshot and any pending switchover, as a table (or JSON).
+// Reads only; safe to run against a production cluster at any time.
+import { parseArgs } from 'node:util';
+import type { Etcd3 } from 'etcd3';
+import type { Redis } from 'ioredis';
+import type { Command } from '../command.ts';
+import { UsageError } from '../command.ts';
+import { parseEtcdEndpoints, readClusterView, type ClusterView } from '../clusterview.ts';
+import { parseClusterId, type ClusterRef } from '../../lib/keys.ts';
+import { sleep } from '../../lib/time.ts';
+
+const help = `Usage: hotstandby status --cluster NS/NAME --etcd URL[,URL...] [--redis URL] [--json] [--watch]
+
+Shows one cluster as its agents publish it: the members (role, applied
+sequence, lag behind the log head, state, age of the last heartbeat) with the
+leader marked *, the leader's epoch and since when it leads, the log head, the
+latest snapshot and a pending planned switchover.
+
+Options:
+  --cluster NS/NAME   the HotStandbyCluster (namespace/name)
+  --etcd URLS         etcd endpoints, comma-separated http://host:port
+  --redis URL         the stream server (redis://host:port): exact log head and fencing epoch;
+                      without it the head is the highest sequence a member reports
+  --json              print the same as one JSON object
+  --watch             redraw every second until Ctrl-C
+
+Exit status: 0 when etcd was read, 1 when it could not be, 2 for bad flags.
+
+Example:
+  hotstandby status --cluster default/mooncake --etcd http://etcd:2379 --redis redis://dragonfly:6379`;
+
+/** Where a command writes, and what stops it; tests pass their own. */
+export interface CommandIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  /** Aborted on Ctrl-C. */
+  signal: AbortSignal;
+  /** Redraws may clear the screen (only on a terminal). */
+  isTty?: boolean;
+}
+
+export interface StoreFlags {
+  cluster: ClusterRef;
+  etcdEndpoints: string[];
+  redisUrl: string | undefined;
+}
+
+/** Parses and checks --cluster, --etcd and --redis; throws UsageError naming the flag. */
+export function parseStoreFlags(values: { cluster?: string; etcd?: string; redis?: string }): StoreFlags {
+  if (!values.cluster) throw new UsageError('--cluster is required: the cluster as namespace/name, e.g. --cluster default/mooncake');
+  let cluster: ClusterRef;
+  try {
+    cluster = parseClusterId(values.cluster);
+  } catch (err) {
+    throw new UsageError(`--cluster: ${(err as Error).message}`);
+  }
+  let etcdEndpoints: string[];
+  try {
+    etcdEndpoints = parseEtcdEndpoints(values.etcd);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.redis !== undefined && !/^rediss?:\/\/[^\s]+$/.test(values.redis)) {
+    throw new UsageError(`--redis must look like redis://host:port, got ${JSON.stringify(values.redis)}`);
+  }
+  return { cluster, etcdEndpoints, redisUrl: values.redis };
+}
+
+/** Store clients for one command run; close() releases both. */
+export async function openStores(flags: StoreFlags): Promise<{ etcd: Etcd3; redis: Redis | undefined; close(): void }> {
+  // Loaded here so `hotstandby --help` does not load the store clients.
+  const etcd3 = await import('etcd3');
+  const etcd = new etcd3.Etcd3({ hosts: flags.etcdEndpoints, dialTimeout: 3000 });
+  let redis: Redis | undefined;
+  if (flags.redisUrl) {
+    const ioredis = await import('ioredis');
+    // A tool must answer: one retry per command, a few reconnects, then report.
+    redis = new ioredis.Redis(flags.redisUrl, {
+      lazyConnect: true,
+      connectTimeout: 2000,
+      commandTimeout: 3000,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (times) => (times > 2 ? null : 200),
+    });
+    redis.on('error', () => undefined); // reported through the failed read
+  }
+  return {
+    etcd,
+    redis,
+    close: () => {
+      etcd.close();
+      redis?.disconnect();
+    },
+  };
+}
+
+/** The message for an etcd that could not be read: names the endpoints and the flag. */
+export function etcdUnreachable(endpoints: readonly string[], err: unknown): string {
+  return `cannot read from etcd at ${endpoints.join(', ')} (--etcd): ${(err as Error).message}. Check that the endpoint is right and reachable from here.`;
+}
+
+export async function runStatus(argv: string[], io: CommandIo): Promise<number> {
+  let values: { cluster?: string; etcd?: string; redis?: string; json?: boolean; watch?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        cluster: { type: 'string' },
+        etcd: { type: 'string' },
+        redis: { type: 'string' },
+        json: { type: 'boolean' },
+        watch: { type: 'boolean' },
+      },
+      allowPositionals: false,
+      strict: true,
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const flags = parseStoreFlags(values);
+  const stores = await openStores(flags);
+  try {
+    const read = (): Promise<ClusterView> =>
+      readClusterView({ etcd: stores.etcd, cluster: flags.cluster, ...(stores.redis ? { redis: stores.redis } : {}) });
+    const show = (view: ClusterView): string => (values.json ? JSON.stringify(view, null, 2) : renderClusterView(view));
+    if (!values.watch) {
+      let view: ClusterView;
+      try {
+        view = await read();
+      } catch (err) {
+        io.err(etcdUnreachable(flags.etcdEndpoints, err));
+        return 1;
+      }
+      io.out(show(view));
+      return 0;
+    }
+    // --watch: redraw every second until the signal; a failed read is shown
+    // in place of the table and retried, as an outage is what one watches for.
+    for (let frame = 0; !io.signal.aborted; frame++) {
+      let text: string;
+      try {
+        text = show(await read());
+      } catch (err) {
+        text = etcdUnreachable(flags.etcdEndpoints, err);
+      }
+      if (io.signal.aborted) break;
+      if (values.json) io.out(JSON.stringify(JSON.parse(text))); // one object a line, for tools
+      else io.out((io.isTty ? '\x1b[H\x1b[2J' : frame > 0 ? '\n' : '') + text);
+      await sleep(1000, io.signal).catch(() => undefined);
+    }
+    return 0;
+  } finally {
+    stores.close();
+  }
+}
+
+// ---------------------------------------------------------------- rendering
+
+/** Aligns cells into columns separated by two spaces; no trailing spaces. */
+export function formatTable(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+/** 850ms, 4.2s, 12s, 3m05s, 2h07m, 3d04h. */
+export function formatAge(ms: number | null): string {
+  if (ms === null || !Number.isFinite(ms)) return '?';
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = ms / 1000;
+  if (s < 10) return `${s.toFixed(1)}s`;
+  if (s < 60) return `${Math.floor(s)}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m${String(Math.floor(s % 60)).padStart(2, '0')}s`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${h}h${String(m % 60).padStart(2, '0')}m`;
+  return `${Math.floor(h / 24)}d${String(h % 24).padStart(2, '0')}h`;
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
+}
+
+/** The status as a person reads it: a few summary lines, then the member table. */
+export function renderClusterView(view: ClusterView): string {
+  const lines: string[] = [];
+  const summary: Array<[string, string]> = [];
+  summary.push(['CLUSTER', `${view.cluster}  (etcd revision ${view.etcdRevision}, read ${view.readAt})`]);
+  summary.push([
+    'LEADER',
+    view.leader
+      ? `${view.leader.member}  epoch ${view.leader.epoch}  address ${view.leader.address || '?'}  since ${view.leader.since || '?'} (${formatAge(view.leader.ageMs)} ago)`
+      : 'none (no member leads right now: a failover is under way, or no agent runs)',
+  ]);
+  summary.push([
+    'LOG',
+    view.log
+      ? view.log.source === 'stream'
+        ? `head ${view.log.headSeq}  fencing epoch ${view.log.fencingEpoch ?? '?'}`
+        : `head >= ${view.log.headSeq} (from the members; pass --redis for the stream's head)`
+      : 'unknown (no members, and no --redis)',
+  ]);
+  summary.push([
+    'SNAPSHOT',
+    view.snapshot
+      ? `seq ${view.snapshot.seq}  ${formatBytes(view.snapshot.sizeBytes)}  age ${formatAge(view.snapshot.ageMs)}  id ${view.snapshot.id}` +
+        (view.snapshot.kept > 1 ? `  (${view.snapshot.kept} kept)` : '')
+      : 'none yet',
+  ]);
+  summary.push([
+    'SWITCHOVER',
+    view.switchover
+      ? `pending: to ${view.switchover.target}, requested ${formatAge(view.switchover.ageMs)} ago`
+      : 'none pending',
+  ]);
+  const labelWidth = Math.max(...summary.map(([k]) => k.length));
+  for (const [k, v] of summary) lines.push(`${k.padEnd(labelWidth)}  ${v}`);
+  lines.push('');
+  if (view.members.length === 0) {
+    lines.push('No members are registered (no agent has reached etcd for this cluster).');
+  } else {
+    lines.push(
+      formatTable(
+        [' ', 'MEMBER', 'ROLE', 'APPLIED', 'LAG', 'STATE', 'HEARTBEAT AGE'],
+        view.members.map((m) => [
+          m.isLeader ? '*' : ' ',
+          m.member,
+          m.role,
+          String(m.appliedSeq),
+          m.lag === null ? '?' : String(m.lag),
+          m.state,
+          formatAge(m.heartbeatAgeMs),
+        ]),
+      ),
+    );
+    lines.push('(* = leader)');
+  }
+  for (const p of view.problems) lines.push(`! ${p}`);
+  return lines.join('\n');
+}
+
+export const statusCommand: Command = {
+  name: 'status',
+  summary: 'show a cluster: leader, members with lag, log head, snapshot, pending switchover',
+  help,
+  async run(argv) {
+    const controller = new AbortController();
+    const onInt = (): void => controller.abort(new Error('interrupted'));
+    process.once('SIGINT', onInt);
+    try {
+      return await runStatus(argv, {
+        out: (t) => console.log(t),
+        err: (t) => console.error(`hotstandby status: ${t}`),
+        signal: controller.signal,
+        isTty: process.stdout.isTTY,
+      });
+    } finally {
+      process.off('SIGINT', onInt);
+    }
+  },
+};
