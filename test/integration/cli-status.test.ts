@@ -173,6 +173,17 @@ describe('cluster view, status and switchover against a real etcd and redis-serv
     expect(io.stdout.every((frame) => /CLUSTER\s+ns\/cli-/.test(frame))).toBe(true);
   });
 
+  it('`status --watch --json` prints one JSON object a line, an error object while etcd is unreachable', async () => {
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const controller = new AbortController();
+    const io = capture(controller.signal);
+    const run = runStatus(['--cluster', 'ns/x', '--etcd', dead, '--watch', '--json'], io);
+    await waitFor(() => io.stdout.length >= 2, { timeoutMs: 20_000, what: 'two frames' });
+    controller.abort();
+    expect(await withTimeout(run, 10_000, 'status --watch to stop')).toBe(0);
+    for (const line of io.stdout) expect((JSON.parse(line) as { error: string }).error).toContain(`${dead} (--etcd)`);
+  });
+
   it('`status` names the endpoint and the flag when etcd cannot be reached, within a bound', async () => {
     const dead = `http://127.0.0.1:${await freePort()}`;
     const io = capture();

@@ -138,15 +138,16 @@ export async function runStatus(argv: string[], io: CommandIo): Promise<number> 
     // --watch: redraw every second until the signal; a failed read is shown
     // in place of the table and retried, as an outage is what one watches for.
     for (let frame = 0; !io.signal.aborted; frame++) {
-      let text: string;
+      let view: ClusterView | undefined;
+      let error = '';
       try {
-        text = show(await read());
+        view = await read();
       } catch (err) {
-        text = etcdUnreachable(flags.etcdEndpoints, err);
+        error = etcdUnreachable(flags.etcdEndpoints, err);
       }
       if (io.signal.aborted) break;
-      if (values.json) io.out(JSON.stringify(JSON.parse(text))); // one object a line, for tools
-      else io.out((io.isTty ? '\x1b[H\x1b[2J' : frame > 0 ? '\n' : '') + text);
+      if (values.json) io.out(JSON.stringify(view ?? { error })); // one object a line, for tools
+      else io.out((io.isTty ? '\x1b[H\x1b[2J' : frame > 0 ? '\n' : '') + (view ? renderClusterView(view) : error));
       await sleep(1000, io.signal).catch(() => undefined);
     }
     return 0;
