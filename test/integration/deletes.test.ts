@@ -263,6 +263,23 @@ describe('delete event retention', () => {
     await ev.close();
   });
 
+  it('a publish whose bucket lease is gone (revoked, or expired under a paused process) takes a fresh one', async () => {
+    const keys = etcdKeys({ namespace: 'ns', name: 'retention-revoked' });
+    const ev = new DeleteEvents({ etcd, keys, log, retentionSeconds: 24 * 3600 });
+    await ev.publish('first');
+    const [kv] = (await etcd.getAll().prefix(keys.deletesPrefix).exec()).kvs;
+    const { LeaseClient } = await import('etcd3');
+    const leases = new LeaseClient((etcd as unknown as { pool: ConstructorParameters<typeof LeaseClient>[0] }).pool);
+    await leases.leaseRevoke({ ID: kv!.lease });
+    const second = await ev.publish('second');
+    const after = await etcd.getAll().prefix(keys.deletesPrefix).exec();
+    // The revoke removed the first event with its lease; the second has a new, live lease.
+    expect(after.kvs.map((k) => [JSON.parse(k.value.toString()).key, Number(k.mod_revision)])).toEqual([['second', second.revision]]);
+    expect(after.kvs[0]!.lease).not.toBe(kv!.lease);
+    expect((await ttlOf(etcd, after.kvs[0]!.lease)).ttl).toBeGreaterThan(24 * 3600);
+    await ev.close();
+  });
+
   it('etcd removes events after the retention on its own, and subscribers are not told', async () => {
     const keys = etcdKeys({ namespace: 'ns', name: 'retention-expiry' });
     const ev = new DeleteEvents({ etcd, keys, log, retentionSeconds: 2, heartbeatMs: 200 });
