@@ -158,7 +158,8 @@ export async function readClusterView(opts: ReadClusterViewOptions): Promise<Clu
     try {
       log = await readLogHead(opts.redis, opts.cluster, timeoutMs);
     } catch (err) {
-      problems.push(`cannot read the log head from the stream server: ${(err as Error).message}`);
+      const where = `${opts.redis.options.host ?? '?'}:${opts.redis.options.port ?? '?'}`;
+      problems.push(`cannot read the log head from the stream server at ${where}: ${(err as Error).message}`);
     }
   }
   if (!log && members.length > 0) {

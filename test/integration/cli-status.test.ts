@@ -138,7 +138,7 @@ describe('cluster view, status and switchover against a real etcd and redis-serv
       expect.stringMatching(/leader m-9 has no member key/),
     ]);
     const text = renderClusterView(view);
-    expect(text).toMatch(/head >= 9 \(from the members; pass --redis/);
+    expect(text).toMatch(/head >= 9 \(the highest a member reports/);
     expect(text).toMatch(/since yesterday \(\? ago\)/);
     expect(text).toMatch(/^! the leader m-9 has no member key/m);
 
@@ -159,6 +159,20 @@ describe('cluster view, status and switchover against a real etcd and redis-serv
     const parsed = JSON.parse(json.stdout.join('\n')) as { leader: { member: string }; members: Array<{ member: string }> };
     expect(parsed.leader.member).toBe('m-0');
     expect(parsed.members.map((m) => m.member)).toEqual(['m-0', 'm-1']);
+  });
+
+  it('`status` with an unreachable stream server still shows etcd\'s part and says what is missing', async () => {
+    const ref = fresh();
+    await seed(ref, { leader: 'm-0', members: [member('m-0', { role: 'leader', appliedSeq: 5, receivedSeq: 5 })] });
+    const io = capture();
+    const started = Date.now();
+    const code = await runStatus(['--cluster', `ns/${ref.name}`, '--etcd', stores().etcd.endpoint, '--redis', `redis://127.0.0.1:${await freePort()}`], io);
+    expect(code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/^\*\s+m-0\s+leader\s+5/m);
+    expect(out).toMatch(/head >= 5 \(the highest a member reports/);
+    expect(out).toMatch(/^! cannot read the log head from the stream server at 127\.0\.0\.1:\d+: /m);
   });
 
   it('`status --watch` redraws every second until the signal', async () => {

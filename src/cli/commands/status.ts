@@ -211,7 +211,7 @@ export function renderClusterView(view: ClusterView): string {
     view.log
       ? view.log.source === 'stream'
         ? `head ${view.log.headSeq}  fencing epoch ${view.log.fencingEpoch ?? '?'}`
-        : `head >= ${view.log.headSeq} (from the members; pass --redis for the stream's head)`
+        : `head >= ${view.log.headSeq} (the highest a member reports; the stream server gives the exact head)`
       : 'unknown (no members, and no --redis)',
   ]);
   summary.push([
