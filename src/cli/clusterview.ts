@@ -120,7 +120,9 @@ export async function readClusterView(opts: ReadClusterViewOptions): Promise<Clu
   if (leaderRaw && typeof leaderRaw.member === 'string') {
     leader = {
       member: leaderRaw.member,
-      epoch: num(leaderRaw.epoch) || Number(leaderRange?.kvs[0]?.create_revision ?? 0),
+      // The epoch is the leader key's create revision; the record's own field
+      // is 0 for the moment between the election and its correction.
+      epoch: Number(leaderRange?.kvs[0]?.create_revision ?? 0) || num(leaderRaw.epoch),
       address: str(leaderRaw.address),
       since: str(leaderRaw.since),
       ageMs: age(leaderRaw.since),

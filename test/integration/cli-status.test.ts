@@ -128,9 +128,11 @@ describe('cluster view, status and switchover against a real etcd and redis-serv
     const ref = fresh();
     const keys = etcdKeys(ref);
     await seed(ref, { members: [member('m-1', { appliedSeq: 7, receivedSeq: 9 }), member('m-2', { appliedSeq: 5, receivedSeq: 5 })] });
-    await etcd.put(keys.leader).value(JSON.stringify({ member: 'm-9', epoch: 4, address: 'x:1', since: 'yesterday' }));
+    // A provisional record (epoch 0): the epoch is the key's create revision, as the election defines it.
+    const created = await etcd.put(keys.leader).value(JSON.stringify({ member: 'm-9', epoch: 0, address: 'x:1', since: 'yesterday' }));
     await etcd.put(keys.member('broken')).value('not json');
     const view = await readClusterView({ etcd, cluster: ref });
+    expect(view.leader?.epoch).toBe(Number(created.header.revision));
     expect(view.log).toEqual({ headSeq: 9, source: 'members', fencingEpoch: null });
     expect(view.members.map((m) => m.lag)).toEqual([2, 4]);
     expect(view.problems).toEqual([

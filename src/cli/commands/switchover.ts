@@ -210,8 +210,10 @@ async function waitForSwitchover(opts: {
       // only after its leader key exists, so "request gone, old leader still
       // there" can only mean the old leader gave up.
       const request = await withTimeout(etcd.get(keys.switchover).string(), CALL_TIMEOUT_MS, 'etcd to answer');
-      const raw = await withTimeout(etcd.get(keys.leader).string(), CALL_TIMEOUT_MS, 'etcd to answer');
-      const current = raw ? (JSON.parse(raw) as LeaderRecord) : undefined;
+      const res = await withTimeout(etcd.get(keys.leader).exec(), CALL_TIMEOUT_MS, 'etcd to answer');
+      const kv = res.kvs[0];
+      // The epoch is the key's create revision (the record's field may still be 0).
+      const current = kv ? { ...(JSON.parse(kv.value.toString('utf8')) as LeaderRecord), epoch: Number(kv.create_revision) } : undefined;
       if (current?.member === opts.target) return { kind: 'done', leader: current };
       if (current && current.member !== opts.leader.member) return { kind: 'other-leader', leader: current };
       if (request !== null && request !== opts.requestJson) {
