@@ -357,6 +357,46 @@ describe('delete events across outages and restarts', () => {
     }
   });
 
+  it('a long replay cut by an etcd restart continues where it stopped: every event once, in order', async () => {
+    server ??= await startEtcd({ name: 'etcd-outage' });
+    const keys = etcdKeys({ namespace: 'ns', name: 'replay-outage' });
+    const pubClient = new Etcd3({ hosts: server.endpoint });
+    const publisher = new DeleteEvents({ etcd: pubClient, keys, log });
+    const published: number[] = [];
+    for (let batch = 0; batch < 40; batch++) {
+      const res = await Promise.all(Array.from({ length: 50 }, (_, i) => publisher.publish(`r-${batch}-${i}`)));
+      published.push(...res.map((r) => r.revision));
+    }
+    published.sort((a, b) => a - b);
+    await publisher.close();
+    pubClient.close();
+
+    const subClient = new Etcd3({ hosts: server.endpoint });
+    // A small buffer: the replay proceeds in many short watches, as a slow reader would cause.
+    const subscriber = new DeleteEvents({ etcd: subClient, keys, log, heartbeatMs: 200, maxQueued: 100 });
+    const reader = new Reader(subscriber, published[0]);
+    try {
+      const got = (await reader.deletes(700)).map((e) => e.revision);
+      server.process.killNow('SIGKILL');
+      await withTimeout(server.process.exited, 10_000, 'etcd to die');
+      // Drain what was buffered before the kill, then the rest comes after the restart.
+      const restarting = startEtcd({
+        name: 'etcd-outage',
+        workDir: server.workDir,
+        reuse: { clientPort: server.clientPort, peerPort: server.peerPort, dataDir: server.dataDir },
+      });
+      got.push(...(await reader.deletes(50)).map((e) => e.revision));
+      server = await restarting;
+      got.push(...(await reader.deletes(published.length - got.length, 60_000)).map((e) => e.revision));
+      expect(got).toEqual(published);
+      expect(await reader.heartbeat()).toBe(published[published.length - 1]);
+    } finally {
+      await reader.close();
+      await subscriber.close();
+      subClient.close();
+    }
+  });
+
   it('a new subscriber (a restarted agent) resumes from the last revision + 1: no loss, no repeats', async () => {
     server ??= await startEtcd({ name: 'etcd-outage' });
     const keys = etcdKeys({ namespace: 'ns', name: 'agent-restart' });
