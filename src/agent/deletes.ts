@@ -412,8 +412,22 @@ class Subscription {
   }
 
   private async currentRevision(): Promise<number> {
-    const res = await withTimeout(this.etcd.get(this.prefix).exec(), this.callTimeoutMs, 'etcd to tell its revision');
+    const res = await this.call(this.etcd.get(this.prefix).exec(), 'etcd to tell its revision');
     return Number(res.header.revision);
+  }
+
+  /** One etcd call, bounded by the call timeout and cut short when the subscription ends. */
+  private call<T>(promise: Promise<T>, what: string): Promise<T> {
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(new Error('subscription ended'));
+      if (this.signal.aborted) onAbort();
+      else this.signal.addEventListener('abort', onAbort, { once: true });
+    });
+    aborted.catch(() => undefined);
+    return Promise.race([withTimeout(promise, this.callTimeoutMs, what), aborted]).finally(() => {
+      if (onAbort) this.signal.removeEventListener('abort', onAbort);
+    });
   }
 
   /** Opens one watcher from `start` and resolves when it stops being useful; the watcher is cancelled before resolving. */
@@ -484,7 +498,7 @@ class Subscription {
   private async compactedSince(revision: number): Promise<number | undefined> {
     const probe = async (rev: number): Promise<'ok' | 'compacted'> => {
       try {
-        await withTimeout(this.etcd.get(this.prefix).revision(rev).exec(), this.callTimeoutMs, 'etcd to read at a past revision');
+        await this.call(this.etcd.get(this.prefix).revision(rev).exec(), 'etcd to read at a past revision');
         return 'ok';
       } catch (err) {
         if (/compacted/i.test((err as Error).message)) return 'compacted';

@@ -5,6 +5,7 @@ import { removeWorkDir, startEtcd, type LocalEtcd } from '../../src/lib/localsto
 import { DeleteEvents, retentionBucketSeconds, type DeleteStreamItem, type DeleteEventInputError } from '../../src/agent/deletes.ts';
 import { etcdKeys, type EtcdKeys } from '../../src/lib/keys.ts';
 import { silentLogger } from '../../src/lib/log.ts';
+import { freePort } from '../../src/lib/ports.ts';
 import { waitFor, withTimeout } from '../../src/lib/time.ts';
 
 type Delete = Extract<DeleteStreamItem, { type: 'delete' }>;
@@ -209,6 +210,30 @@ describe('delete events against a real etcd', () => {
     await withTimeout(ev.close(), 10_000, 'close()');
     expect(await pendingB).toBeUndefined();
     await expect(ev.publish('after-close')).rejects.toThrow(/closed/);
+  });
+
+  it('a subscription on an unreachable etcd waits quietly and ends promptly on abort or close()', async () => {
+    const dead = new Etcd3({ hosts: `http://127.0.0.1:${await freePort()}`, dialTimeout: 500 });
+    const ev = new DeleteEvents({ etcd: dead, keys: etcdKeys({ namespace: 'ns', name: 'unreachable' }), log, heartbeatMs: 100 });
+    try {
+      const a = new Reader(ev);
+      const pending = a.next(10_000);
+      await new Promise((r) => setTimeout(r, 1500));
+      const started = Date.now();
+      a.controller.abort();
+      // No start revision is known, so no heartbeat may claim one; the iteration just ends.
+      expect(await pending).toBeUndefined();
+      expect(a.heartbeats).toEqual([]);
+      const b = new Reader(ev, 10);
+      expect(await b.heartbeat()).toBe(9); // with a start revision, heartbeats flow while etcd is away
+      await withTimeout(ev.close(), 5000, 'close()');
+      expect(await b.next()).toBeUndefined();
+      expect(Date.now() - started).toBeLessThan(5000);
+      const publisher = new DeleteEvents({ etcd: dead, keys: etcdKeys({ namespace: 'ns', name: 'unreachable' }), log, callTimeoutMs: 1000 });
+      await expect(withTimeout(publisher.publish('k'), 10_000, 'publish')).rejects.toThrow(/UNAVAILABLE|circuit breaker is open|timed out after 1000 ms/);
+    } finally {
+      dead.close();
+    }
   });
 
   it('refuses bad input naming the field, and writes nothing', async () => {
