@@ -13,7 +13,7 @@
 // This file also holds two small etcd primitives that registry.ts shares:
 // lease calls with deadlines, and EtcdMirror (a watched view of a key or
 // prefix that survives watch errors and reconnects).
-import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue, type IRangeResponse, type Watcher } from 'etcd3';
+import { EtcdLeaseInvalidError, isRecoverableError, type Etcd3, type IKeyValue, type IOptions, type IRangeResponse, type Watcher } from 'etcd3';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
 import { sleep, TimeoutError, withTimeout } from '../lib/time.ts';
@@ -79,6 +79,47 @@ export async function revokeLease(etcd: Etcd3, leaseId: string, timeoutMs: numbe
     if (err instanceof EtcdLeaseInvalidError) return;
     throw err;
   }
+}
+
+// ------------------------------------------------------------ client settings
+
+type FaultHandling = NonNullable<IOptions['faultHandling']>;
+type FaultPolicy = NonNullable<FaultHandling['global']>;
+
+/**
+ * Fault handling for an Etcd3 client that runs an election:
+ * `new Etcd3({ hosts, faultHandling: etcdFaultHandling() })`.
+ *
+ * etcd3's default puts a circuit breaker on each host that, after three
+ * consecutive failures (any call: reads, keepalives, watches), refuses every
+ * call for 5 s. A leader whose etcd hiccups for ~2-3 s then cannot renew
+ * even after etcd is back, demotes at its local deadline, and the cluster
+ * cannot elect anyone until the breaker closes: a short blip becomes a
+ * failover plus seconds without a leader. Every call here already carries
+ * its own deadline and its own retry loop, so the breaker only hurts. This
+ * keeps etcd3's retry on another host (useful with several endpoints; each
+ * call's deadline still bounds it) and reconnects watches every 500 ms.
+ */
+export function etcdFaultHandling(opts: { attempts?: number; watchReconnectMs?: number } = {}): FaultHandling {
+  const attempts = opts.attempts ?? 3;
+  const noEvent = (): { dispose(): void } => ({ dispose: () => undefined });
+  const policy = (retries: number): FaultPolicy =>
+    ({
+      onSuccess: noEvent,
+      onFailure: noEvent,
+      async execute<T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
+        const context = { signal: signal ?? new AbortController().signal };
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return await fn(context);
+          } catch (err) {
+            if (attempt >= retries || !(err instanceof Error) || !isRecoverableError(err)) throw err;
+          }
+        }
+      },
+    }) as unknown as FaultPolicy;
+  const backoff = { duration: opts.watchReconnectMs ?? 500, next: () => backoff };
+  return { host: () => policy(1), global: policy(attempts), watchBackoff: backoff };
 }
 
 // ------------------------------------------------------------ watched view
@@ -604,8 +645,13 @@ export class LeaderElection {
 
   // ---------------------------------------------------------- leading
 
-  private scheduleKeepalive(term: Term): void {
-    const intervalMs = Math.max(100, Math.floor(term.ttlMs / 5));
+  /**
+   * Every TTL/5 while renewals succeed; 100 ms after a failed one, so that
+   * while etcd is away there is nearly always a renewal in flight and the
+   * first moment etcd answers again extends the deadline.
+   */
+  private scheduleKeepalive(term: Term, afterFailure = false): void {
+    const intervalMs = afterFailure ? 100 : Math.max(100, Math.floor(term.ttlMs / 5));
     term.keepaliveTimer = setTimeout(() => void this.renew(term), intervalMs);
   }
 
@@ -640,6 +686,8 @@ export class LeaderElection {
         term.log.warn({ err: message, deadlineInMs: Math.round(term.deadline - monotonicMs()) }, 'leader lease renewal failed; retrying until the local deadline');
       }
       term.lastKeepaliveError = message;
+      this.scheduleKeepalive(term, true);
+      return;
     }
     if (this.term === term) this.scheduleKeepalive(term);
   }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { useStores } from '../harness/stores.ts';
-import { LeaderElection, type CandidacyAnswer, type ElectionEvent } from '../../src/agent/election.ts';
+import { etcdFaultHandling, LeaderElection, type CandidacyAnswer, type ElectionEvent } from '../../src/agent/election.ts';
 import { decideCandidacy } from '../../src/agent/candidacy.ts';
 import { etcdKeys, type EtcdKeys } from '../../src/lib/keys.ts';
 import { createLogger } from '../../src/lib/log.ts';
@@ -41,9 +41,13 @@ function newCluster(): EtcdKeys {
 function addMember(
   keys: EtcdKeys,
   name: string,
-  opts: { ttl?: number; marginMs?: number; candidacy?: () => CandidacyAnswer; endpoint?: string } = {},
+  opts: { ttl?: number; marginMs?: number; candidacy?: () => CandidacyAnswer; endpoint?: string; breaker?: boolean } = {},
 ): Member {
-  const etcd = new Etcd3({ hosts: opts.endpoint ?? stores().etcd.endpoint, dialTimeout: 3000 });
+  const etcd = new Etcd3({
+    hosts: opts.endpoint ?? stores().etcd.endpoint,
+    dialTimeout: 3000,
+    ...(opts.breaker ? {} : { faultHandling: etcdFaultHandling() }),
+  });
   const member: Member = { name, etcd, events: [], candidacyCalls: 0, election: undefined as unknown as LeaderElection };
   member.election = new LeaderElection({
     etcd,
@@ -212,6 +216,30 @@ describe('leader election', () => {
     await waitForLeader([a], 30_000);
     expect(a.candidacyCalls).toBeGreaterThan(callsBefore);
     expect(electedEvents(a).at(-1)!.epoch).toBeGreaterThan(electedEvents(a)[0]!.epoch);
+  });
+
+  it('a leader rides out an etcd freeze shorter than its deadline (no client circuit breaker in the way)', async () => {
+    const keys = newCluster();
+    const a = addMember(keys, 'a', { ttl: 8, marginMs: 1000 });
+    await a.election.start();
+    await waitForLeader([a]);
+    const epoch = a.election.epoch;
+    await sleep(2000);
+    const etcdProcess = stores().etcd.process;
+    etcdProcess.killNow('SIGSTOP');
+    try {
+      // Long enough for several failed calls (reads, keepalives); well inside
+      // the deadline, which is at least TTL - TTL/5 - margin = 5.4 s away.
+      await sleep(3500);
+      expect(a.election.holdsLeadership()).toBe(true);
+    } finally {
+      etcdProcess.killNow('SIGCONT');
+    }
+    await sleep(3000);
+    expect(deposedEvents(a)).toEqual([]);
+    expect(a.election.holdsLeadership()).toBe(true);
+    expect(a.election.epoch).toBe(epoch);
+    expect(a.election.localDeadline()!).toBeGreaterThan(Date.now() + 3000);
   });
 
   it('an ineligible member never campaigns, and is asked again while the key stays absent', async () => {

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Etcd3, type IKeyValue } from 'etcd3';
 import { useStores } from '../harness/stores.ts';
 import { MemberRegistry, type MemberFields } from '../../src/agent/registry.ts';
+import { etcdFaultHandling } from '../../src/agent/election.ts';
 import { etcdKeys, type EtcdKeys } from '../../src/lib/keys.ts';
 import { createLogger } from '../../src/lib/log.ts';
 import { sleep, waitFor } from '../../src/lib/time.ts';
@@ -26,7 +27,7 @@ afterEach(async () => {
 });
 
 function client(): Etcd3 {
-  const etcd = new Etcd3({ hosts: stores().etcd.endpoint, dialTimeout: 3000 });
+  const etcd = new Etcd3({ hosts: stores().etcd.endpoint, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
   clients.push(etcd);
   return etcd;
 }
