@@ -183,19 +183,20 @@ export class DeleteEvents {
     if (from !== undefined && (!Number.isSafeInteger(from) || from < 1)) {
       throw new DeleteEventInputError('fromRevision', `fromRevision must be an integer >= 1 (omit it for only new events), got ${String(from)}`);
     }
-    const sub = new Subscription({
-      etcd: this.etcd,
-      prefix: this.keys.deletesPrefix,
-      log: this.log,
-      fromRevision: from,
-      signal: AbortSignal.any([opts.signal, this.lifetime.signal]),
-      maxQueued: this.maxQueued,
-      callTimeoutMs: this.callTimeoutMs,
-    });
     const heartbeatMs = this.heartbeatMs;
     const subscriptions = this.subscriptions;
     return {
+      // Each iteration is its own subscription with its own watch and position.
       [Symbol.asyncIterator]: () => {
+        const sub = new Subscription({
+          etcd: this.etcd,
+          prefix: this.keys.deletesPrefix,
+          log: this.log,
+          fromRevision: from,
+          signal: AbortSignal.any([opts.signal, this.lifetime.signal]),
+          maxQueued: this.maxQueued,
+          callTimeoutMs: this.callTimeoutMs,
+        });
         subscriptions.add(sub);
         const inner = sub.items(heartbeatMs);
         // Forget the subscription once its iterator is done, however it ends.

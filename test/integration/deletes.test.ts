@@ -108,6 +108,30 @@ describe('delete events against a real etcd', () => {
     }
   });
 
+  it('each iteration of one subscribe() result is an independent subscription', async () => {
+    const ev = fresh();
+    const a = await ev.publish('i-1');
+    const b = await ev.publish('i-2');
+    const controller = new AbortController();
+    const iterable = ev.subscribe({ fromRevision: a.revision, signal: controller.signal });
+    const firstTwo = async (): Promise<number[]> => {
+      const out: number[] = [];
+      for await (const item of iterable) {
+        if (item.type === 'delete') out.push(item.revision);
+        if (out.length === 2) break;
+      }
+      return out;
+    };
+    try {
+      expect(await withTimeout(Promise.all([firstTwo(), firstTwo()]), 15_000, 'two iterations')).toEqual([
+        [a.revision, b.revision],
+        [a.revision, b.revision],
+      ]);
+    } finally {
+      controller.abort();
+    }
+  });
+
   it('without fromRevision delivers only events published after it started', async () => {
     const ev = fresh();
     await ev.publish('before');
