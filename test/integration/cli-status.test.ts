@@ -254,6 +254,20 @@ describe('cluster view, status and switchover against a real etcd and redis-serv
     expect(await runSwitchover(['--cluster', `ns/${ref.name}`, '--etcd', stores().etcd.endpoint, '--to', 'm-1'], io)).toBe(1);
     expect(io.stderr.join('\n')).toMatch(/a switchover to m-2 requested .* ago is still pending; .* --force/);
     expect(await etcd.get(keys.switchover).string()).toBe(pending);
+    // --force replaces it (seen here while the command waits; nobody acts on it, so it times out and withdraws).
+    const forced = capture();
+    const run = runSwitchover(['--cluster', `ns/${ref.name}`, '--etcd', stores().etcd.endpoint, '--to', 'm-1', '--force', '--timeout', '2s'], forced);
+    const replaced = await waitFor(
+      async () => {
+        const v = await etcd.get(keys.switchover).string();
+        return v && v !== pending ? v : undefined;
+      },
+      { timeoutMs: 5000, what: 'the forced request' },
+    );
+    expect(JSON.parse(replaced)).toMatchObject({ target: 'm-1' });
+    expect(await run).toBe(1);
+    expect(forced.stdout.join('\n')).toMatch(/requested switchover .* -> m-1/);
+    expect(await etcd.get(keys.switchover).string()).toBeNull();
   });
 
   it('`switchover` writes the request, waits for the target to lead, and reports how long it took', async () => {
