@@ -196,6 +196,7 @@ export class MemberRegistry {
     if (this.stopped || !this.status) return false;
     try {
       await this.renewLease();
+      if (this.stopped) return false;
       const lease = await this.ensureLease();
       if (!this.dirty || this.stopped) return true;
       this.dirty = false;

@@ -18,8 +18,8 @@ interface Member {
   name: string;
   etcd: Etcd3;
   election: LeaderElection;
-  /** Every event with the wall-clock time it arrived. */
-  events: Array<ElectionEvent & { at: number }>;
+  /** Every event with the wall-clock time it arrived and whether the member held leadership then. */
+  events: Array<ElectionEvent & { at: number; holding: boolean }>;
   candidacyCalls: number;
 }
 
@@ -62,7 +62,7 @@ function addMember(
       return opts.candidacy?.() ?? { eligible: true, delayMs: 0, reason: 'test' };
     },
   });
-  member.election.onEvent((e) => member.events.push({ ...e, at: Date.now() }));
+  member.election.onEvent((e) => member.events.push({ ...e, at: Date.now(), holding: member.election.holdsLeadership() }));
   live.push(member);
   return member;
 }
@@ -81,12 +81,12 @@ async function waitForLeader(members: Member[], timeoutMs = 15_000): Promise<Mem
   );
 }
 
-function electedEvents(m: Member): Array<Extract<ElectionEvent, { type: 'elected' }> & { at: number }> {
-  return m.events.filter((e): e is Extract<ElectionEvent, { type: 'elected' }> & { at: number } => e.type === 'elected');
+function electedEvents(m: Member): Array<Extract<ElectionEvent, { type: 'elected' }> & { at: number; holding: boolean }> {
+  return m.events.filter((e): e is Extract<ElectionEvent, { type: 'elected' }> & { at: number; holding: boolean } => e.type === 'elected');
 }
 
-function deposedEvents(m: Member): Array<Extract<ElectionEvent, { type: 'deposed' }> & { at: number }> {
-  return m.events.filter((e): e is Extract<ElectionEvent, { type: 'deposed' }> & { at: number } => e.type === 'deposed');
+function deposedEvents(m: Member): Array<Extract<ElectionEvent, { type: 'deposed' }> & { at: number; holding: boolean }> {
+  return m.events.filter((e): e is Extract<ElectionEvent, { type: 'deposed' }> & { at: number; holding: boolean } => e.type === 'deposed');
 }
 
 /** Samples every few ms for `ms`, failing at once if two members hold leadership together. */
@@ -148,7 +148,8 @@ describe('leader election', () => {
     const sampling = assertNeverTwoLeaders(members, 3000);
     await first.election.resign({ holdOffMs: 10_000 });
     expect(first.election.holdsLeadership()).toBe(false);
-    expect(deposedEvents(first).at(-1)).toMatchObject({ reason: 'resigned', epoch: firstEpoch });
+    expect(deposedEvents(first).at(-1)).toMatchObject({ reason: 'resigned', epoch: firstEpoch, holding: false });
+    expect(electedEvents(first)[0]).toMatchObject({ holding: true });
     const second = await waitForLeader(members, 5000);
     const handover = Date.now() - resignedAt;
     expect(second).not.toBe(first);
@@ -313,6 +314,60 @@ describe('leader election', () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  it('a planned switchover target wins even though others are more caught up', async () => {
+    const keys = newCluster();
+    const applied: Record<string, number> = { 'pod-0': 100, 'pod-1': 100, 'pod-2': 97 };
+    const everyone = Object.entries(applied).map(([member, appliedSeq]) => ({ member, appliedSeq, role: 'standby' as const }));
+    const rule = (self: string) => () =>
+      decideCandidacy({
+        self,
+        selfAppliedSeq: applied[self]!,
+        headSeq: 100,
+        maxLagOnFailover: 50,
+        members: everyone,
+        stepMs: 250,
+        switchoverTarget: 'pod-2',
+        switchoverHoldOffMs: 3000,
+      });
+    const old = addMember(keys, 'old');
+    await old.election.start();
+    await waitForLeader([old]);
+    const standbys = Object.keys(applied).map((n) => addMember(keys, n, { candidacy: rule(n) }));
+    await Promise.all(standbys.map((m) => m.election.start()));
+    await sleep(300);
+    const resignedAt = Date.now();
+    await old.election.resign({ holdOffMs: 60_000 });
+    const winner = await waitForLeader([...standbys, old], 5000);
+    expect(winner.name).toBe('pod-2');
+    expect(Date.now() - resignedAt).toBeLessThan(2000); // the target did not wait for the hold-off
+  });
+
+  it('a leader whose key is deleted or whose lease is revoked by someone else is deposed, then campaigns again', async () => {
+    const keys = newCluster();
+    const a = addMember(keys, 'a');
+    await a.election.start();
+    await waitForLeader([a]);
+    const firstEpoch = a.election.epoch;
+
+    await a.etcd.delete().key(keys.leader).exec();
+    await waitFor(() => deposedEvents(a).length === 1, { timeoutMs: 3000, intervalMs: 10, what: 'deposition after the key was deleted' });
+    // Not leading from the moment it is told (it may win again right after).
+    expect(deposedEvents(a)[0]).toMatchObject({ reason: 'key-changed', epoch: firstEpoch, holding: false });
+    await waitForLeader([a], 5000);
+    const secondEpoch = a.election.epoch;
+    expect(secondEpoch).toBeGreaterThan(firstEpoch);
+
+    const kv = (await a.etcd.get(keys.leader).exec()).kvs[0]!;
+    await a.etcd.leaseClient.leaseRevoke({ ID: kv.lease });
+    await waitFor(() => deposedEvents(a).length === 2, { timeoutMs: 3000, intervalMs: 10, what: 'deposition after the lease was revoked' });
+    expect(['key-changed', 'lease-lost']).toContain(deposedEvents(a)[1]!.reason);
+    expect(deposedEvents(a)[1]).toMatchObject({ epoch: secondEpoch, holding: false });
+    await waitForLeader([a], 5000);
+    expect(a.election.epoch).toBeGreaterThan(secondEpoch);
+    // Every deposition was followed by a fresh candidacy check before the next win.
+    expect(a.candidacyCalls).toBeGreaterThanOrEqual(3);
   });
 
   it('a restarted member revokes the key its previous incarnation left, instead of waiting for the TTL', async () => {
