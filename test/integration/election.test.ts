@@ -160,6 +160,42 @@ describe('leader election', () => {
     expect(electedEvents(first)).toHaveLength(1);
   });
 
+  it('under churn (repeated resigns, everyone racing to campaign) there is never more than one leader and epochs only grow', async () => {
+    const keys = newCluster();
+    const members = ['a', 'b', 'c'].map((n) => addMember(keys, n, { ttl: 2, marginMs: 400 }));
+    await Promise.all(members.map((m) => m.election.start()));
+    await waitForLeader(members);
+    let stopSampling = false;
+    const sampler = (async () => {
+      while (!stopSampling) {
+        const holding = leaders(members).map((m) => m.name);
+        expect(holding.length, `leaders at once: ${holding.join(', ')}`).toBeLessThanOrEqual(1);
+        await sleep(2);
+      }
+    })();
+    try {
+      for (let round = 0; round < 8; round++) {
+        const current = await waitForLeader(members, 8000);
+        // No hold-off: the resigner races the others for the key.
+        await current.election.resign({ holdOffMs: round % 2 === 0 ? 0 : 200 });
+        await sleep(50 + round * 20);
+      }
+      await waitForLeader(members, 8000);
+    } finally {
+      stopSampling = true;
+      await sampler;
+    }
+    const elections = members.flatMap((m) => electedEvents(m).map((e) => ({ at: e.at, epoch: e.epoch, member: m.name })));
+    elections.sort((x, y) => x.epoch - y.epoch);
+    expect(elections.length).toBeGreaterThanOrEqual(9);
+    // Distinct epochs, and in the order the elections happened.
+    expect(new Set(elections.map((e) => e.epoch)).size).toBe(elections.length);
+    for (let i = 1; i < elections.length; i++) expect(elections[i]!.at).toBeGreaterThanOrEqual(elections[i - 1]!.at);
+    // Everyone ends up agreeing on the last one.
+    const last = elections.at(-1)!;
+    await waitFor(() => members.every((m) => m.election.leader?.epoch === last.epoch), { timeoutMs: 5000, what: 'agreement on the last leader' });
+  });
+
   it('a leader that stops renewing (killed) loses to another after about the TTL, and never overlaps', async () => {
     const keys = newCluster();
     const ttl = 3;
