@@ -526,8 +526,9 @@ export class LeaderElection {
   private async campaign(): Promise<void> {
     let decision: CandidacyAnswer;
     try {
-      decision = await withTimeout(this.opts.candidacy(), CANDIDACY_TIMEOUT_MS, 'the candidacy check');
+      decision = await untilAborted(withTimeout(this.opts.candidacy(), CANDIDACY_TIMEOUT_MS, 'the candidacy check'), this.lifetime.signal);
     } catch (err) {
+      if (this.lifetime.signal.aborted) return;
       this.log.warn({ err: (err as Error).message }, 'candidacy check failed; not campaigning this time');
       return;
     }
@@ -814,6 +815,25 @@ export function parseLeaderRecord(kv: IKeyValue, log?: Logger): LeaderRecord {
   }
   log?.warn({ value: kv.value.toString().slice(0, 200) }, 'the leader key holds an unreadable record');
   return { member: '', epoch, address: '', since: '' };
+}
+
+/** Settles with the promise, or rejects as soon as the signal aborts (stop() must not wait for a slow check). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }
 
 function identity(record: LeaderRecord | undefined): string {

@@ -41,7 +41,7 @@ function newCluster(): EtcdKeys {
 function addMember(
   keys: EtcdKeys,
   name: string,
-  opts: { ttl?: number; marginMs?: number; candidacy?: () => CandidacyAnswer; endpoint?: string; breaker?: boolean } = {},
+  opts: { ttl?: number; marginMs?: number; candidacy?: () => CandidacyAnswer | Promise<CandidacyAnswer>; endpoint?: string; breaker?: boolean } = {},
 ): Member {
   const etcd = new Etcd3({
     hosts: opts.endpoint ?? stores().etcd.endpoint,
@@ -59,7 +59,7 @@ function addMember(
     log: createLogger({ component: 'election-test', member: name, level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
     candidacy: async () => {
       member.candidacyCalls++;
-      return opts.candidacy?.() ?? { eligible: true, delayMs: 0, reason: 'test' };
+      return (await opts.candidacy?.()) ?? { eligible: true, delayMs: 0, reason: 'test' };
     },
   });
   member.election.onEvent((e) => member.events.push({ ...e, at: Date.now(), holding: member.election.holdsLeadership() }));
@@ -420,6 +420,23 @@ describe('leader election', () => {
     await waitForLeader([second], 5000);
     expect(Date.now() - restartedAt).toBeLessThan(ttl * 1000 - 500);
     expect(second.election.epoch).toBeGreaterThan(oldEpoch);
+  });
+
+  it('stop() does not wait for a candidacy check that hangs', async () => {
+    const keys = newCluster();
+    let asked = false;
+    const hung = addMember(keys, 'h', {
+      candidacy: () => {
+        asked = true;
+        return new Promise<CandidacyAnswer>(() => undefined); // never answers
+      },
+    });
+    await hung.election.start();
+    await waitFor(() => asked, { timeoutMs: 3000, what: 'the candidacy check to be asked' });
+    const started = Date.now();
+    await hung.election.stop();
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect(electedEvents(hung)).toHaveLength(0);
   });
 
   it('stop() resigns, and leaves nothing running: a process using the election exits by itself', async () => {
