@@ -129,9 +129,12 @@ describe('leader election', () => {
     const deadline = a.election.localDeadline()!;
     expect(deadline).toBeGreaterThan(Date.now());
     expect(deadline).toBeLessThanOrEqual(Date.now() + 3000 - 500 + 50);
-    await sleep(2000);
+    // Past the whole TTL: still leading only because keepalives moved the deadline on.
+    await sleep(3500);
     expect(a.election.holdsLeadership()).toBe(true);
-    expect(a.election.localDeadline()!).toBeGreaterThan(before + 2000);
+    expect(deposedEvents(a)).toEqual([]);
+    expect(a.election.localDeadline()!).toBeGreaterThan(deadline + 2500);
+    expect(a.election.localDeadline()!).toBeGreaterThan(before + 3500);
   });
 
   it('three members: exactly one leads, all agree on who; resign hands over quickly with a larger epoch', async () => {
