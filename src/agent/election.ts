@@ -126,6 +126,9 @@ export function etcdFaultHandling(opts: { attempts?: number; watchReconnectMs?: 
 
 export type EtcdRange = { key: string } | { prefix: string };
 
+/** Pause between a cancelled watch and the re-read that replaces it. */
+const WATCH_RETRY_MS = 300;
+
 export interface EtcdMirrorOptions {
   etcd: Etcd3;
   range: EtcdRange;
@@ -157,6 +160,7 @@ export class EtcdMirror {
   private loadedOnce = false;
   private watcher: Watcher | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private inflight: Promise<void> | undefined;
   private stopped = false;
   private lastError = '';
@@ -192,7 +196,8 @@ export class EtcdMirror {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.timer = this.retryTimer = undefined;
     await this.dropWatch();
     await this.inflight?.catch(() => undefined);
   }
@@ -247,9 +252,17 @@ export class EtcdMirror {
     });
     watcher.on('error', (err: Error) => {
       // The server cancelled the watch (e.g. compacted past our revision):
-      // drop it; the next re-read opens a fresh one from a current revision.
+      // drop it; a re-read shortly after opens a fresh one from a current
+      // revision. The pause keeps a watch that fails at once from spinning.
       log.warn({ err: err.message }, 'etcd watch cancelled; re-reading and watching again');
-      if (this.watcher === watcher) void this.dropWatch();
+      if (this.watcher !== watcher) return;
+      void this.dropWatch().then(() => {
+        if (this.stopped || this.retryTimer) return;
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          void this.resync();
+        }, WATCH_RETRY_MS);
+      });
     });
   }
 

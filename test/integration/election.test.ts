@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { useStores } from '../harness/stores.ts';
-import { etcdFaultHandling, LeaderElection, type CandidacyAnswer, type ElectionEvent } from '../../src/agent/election.ts';
+import { EtcdMirror, etcdFaultHandling, LeaderElection, type CandidacyAnswer, type ElectionEvent } from '../../src/agent/election.ts';
 import { decideCandidacy } from '../../src/agent/candidacy.ts';
 import { etcdKeys, type EtcdKeys } from '../../src/lib/keys.ts';
 import { createLogger } from '../../src/lib/log.ts';
@@ -423,6 +423,51 @@ describe('leader election', () => {
     await waitForLeader([second], 5000);
     expect(Date.now() - restartedAt).toBeLessThan(ttl * 1000 - 500);
     expect(second.election.epoch).toBeGreaterThan(oldEpoch);
+  });
+
+  it('the watched view survives a reconnect after compaction and keeps watching (not only re-reading)', async () => {
+    const prefix = `/election-test/mirror-${Date.now()}/`;
+    const proxy = await startProxy(new URL(stores().etcd.endpoint).port);
+    const viaProxy = new Etcd3({ hosts: proxy.endpoint, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
+    const direct = new Etcd3({ hosts: stores().etcd.endpoint });
+    const mirror = new EtcdMirror({
+      etcd: viaProxy,
+      range: { prefix },
+      resyncMs: 600_000, // the periodic re-read must not be what saves us here
+      callTimeoutMs: 2000,
+      log: createLogger({ component: 'mirror-test', level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+      onChange: () => undefined,
+    });
+    const valueOf = (key: string): string | undefined => mirror.current.get(prefix + key)?.value.toString();
+    try {
+      await direct.put(prefix + 'a').value('1');
+      await mirror.start();
+      expect(valueOf('a')).toBe('1');
+      await direct.put(prefix + 'b').value('1');
+      await waitFor(() => valueOf('b') === '1', { timeoutMs: 3000, what: 'a watched put' });
+
+      proxy.cut();
+      await direct.put(prefix + 'a').value('2');
+      await direct.delete().key(prefix + 'b').exec();
+      const put = await direct.put(prefix + 'c').value('1').exec();
+      // Compact past everything the watch has seen: it cannot resume, the server cancels it.
+      await direct.kv.compact({ revision: put.header.revision, physical: true });
+      proxy.restore();
+
+      await waitFor(() => valueOf('a') === '2' && valueOf('b') === undefined && valueOf('c') === '1', {
+        timeoutMs: 15_000,
+        what: 'the view to catch up after reconnecting',
+      });
+      // And it watches again: a later change arrives without waiting for a periodic re-read.
+      await sleep(500);
+      await direct.put(prefix + 'd').value('1');
+      await waitFor(() => valueOf('d') === '1', { timeoutMs: 3000, what: 'a change after the compaction' });
+    } finally {
+      await mirror.stop();
+      viaProxy.close();
+      direct.close();
+      await proxy.close();
+    }
   });
 
   it('stop() does not wait for a candidacy check that hangs', async () => {
