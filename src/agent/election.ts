@@ -10,9 +10,9 @@
 // possibly expire the lease and let someone else in, even when etcd is
 // unreachable and nothing else tells it so.
 //
-// This file also holds two small etcd primitives that registry.ts shares:
-// lease calls with deadlines, and EtcdMirror (a watched view of a key or
-// prefix that survives watch errors and reconnects).
+// This file also holds the small etcd pieces registry.ts shares: lease calls
+// with deadlines, EtcdMirror (a watched view of a key or prefix that survives
+// watch errors and reconnects), and etcdFaultHandling() for the client.
 import { EtcdLeaseInvalidError, isRecoverableError, type Etcd3, type IKeyValue, type IOptions, type IRangeResponse, type Watcher } from 'etcd3';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
