@@ -55,6 +55,10 @@ export interface StreamKeys {
   epoch: string;
   /** Highest sequence number ever assigned (survives trimming of the stream). */
   head: string;
+  /** Hash epoch → the head when that epoch was raised: where its entries start. */
+  epochStarts: string;
+  /** Short-lived record of an append batch by id, for resolving an ambiguous append. */
+  batch(id: string): string;
   snapshotChunk(id: string, chunk: number): string;
   snapshotChunkPrefix(id: string): string;
 }
@@ -66,6 +70,8 @@ export function streamKeys(ref: ClusterRef): StreamKeys {
     log: `hs:${tag}:log`,
     epoch: `hs:${tag}:epoch`,
     head: `hs:${tag}:head`,
+    epochStarts: `hs:${tag}:epochs`,
+    batch: (id) => `hs:${tag}:batch:${id}`,
     snapshotChunk: (id, chunk) => `hs:${tag}:snap:${id}:${chunk}`,
     snapshotChunkPrefix: (id) => `hs:${tag}:snap:${id}:`,
   };
