@@ -1,7 +1,8 @@
 // Every `hotstandby` subcommand, in the order `hotstandby --help` lists them.
 // Add a command by adding its file and one line here.
 import type { Command } from '../command.ts';
+import { agentCommand } from './agent.ts';
 import { statusCommand } from './status.ts';
 import { switchoverCommand } from './switchover.ts';
 
-export const commands: Command[] = [statusCommand, switchoverCommand];
+export const commands: Command[] = [agentCommand, statusCommand, switchoverCommand];

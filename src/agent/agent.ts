@@ -1,0 +1,652 @@
+// The agent beside one master: it wires election, member registry, oplog,
+// snapshots, delete events and metadata to the local API, and runs the
+// failover sequence of DESIGN.md:
+//   standby --(leader key gone, candidacy allows)--> candidate --(won)--> promoting
+//   promoting --(epoch raised, master applied the log to its end)--> leader
+//   leader --(lease lost, local deadline, fenced, resign)--> standby
+// It never imports the operator: it works while the operator is down.
+import { randomUUID } from 'node:crypto';
+import { Etcd3, type Watcher } from 'etcd3';
+import { Redis } from 'ioredis';
+import type { AgentConfig } from './config.ts';
+import { LeaderElection, etcdFaultHandling, type ElectionEvent } from './election.ts';
+import { MemberRegistry } from './registry.ts';
+import { decideCandidacy } from './candidacy.ts';
+import { OpLog } from './oplog.ts';
+import { OpLogTailer } from './tailer.ts';
+import { SnapshotStore } from './snapshots.ts';
+import { DeleteEvents } from './deletes.ts';
+import { MetadataStore } from './metadata.ts';
+import { StatusBoard } from './status-board.ts';
+import { snapshotWanted } from './snapshot-policy.ts';
+import { startLocalApi, type LocalApiServer } from './localapi/server.ts';
+import { BadRequestError, StoreUnavailableError, type LocalApiBackend, type StreamLine, type DeleteLine } from './localapi/backend.ts';
+import {
+  FencedError,
+  NotLeaderError,
+  type LeaderRecord,
+  type OpInput,
+  type RoleStatus,
+  type SnapshotDescriptor,
+} from './types.ts';
+import { clusterId, etcdKeys, streamKeys, type EtcdKeys } from '../lib/keys.ts';
+import { createLogger, type Logger } from '../lib/log.ts';
+import { sleep, waitFor, withTimeout } from '../lib/time.ts';
+
+export const AGENT_VERSION = '0.1.0';
+
+/** How often the agent refreshes the log head (lag, snapshot policy). */
+const HEAD_POLL_MS = 250;
+/** Bound on every single call to a store made outside a request. */
+const STORE_CALL_TIMEOUT_MS = 2000;
+/** A leader waits this long for a switchover target to catch up before giving up. */
+const SWITCHOVER_CATCHUP_TIMEOUT_MS = 10_000;
+/** How long a resolved-after-error append may take to find out whether it landed. */
+const AMBIGUOUS_APPEND_RESOLVE_MS = 3000;
+
+export interface SwitchoverRequest {
+  target: string;
+  requestedAt: string;
+}
+
+export class Agent implements LocalApiBackend {
+  readonly member: string;
+  readonly config: AgentConfig;
+  private readonly log: Logger;
+  private readonly etcd: Etcd3;
+  private readonly redis: Redis;
+  private readonly keys: EtcdKeys;
+  private readonly board: StatusBoard;
+  private readonly oplog: OpLog;
+  private readonly snapshots: SnapshotStore;
+  private readonly deletes: DeleteEvents;
+  private readonly metadata: MetadataStore;
+  private readonly registry: MemberRegistry;
+  private readonly election: LeaderElection;
+  private api: LocalApiServer | undefined;
+  private switchoverWatcher: Watcher | undefined;
+  private headTimer: NodeJS.Timeout | undefined;
+  /** Aborted on close: ends streams, promotion waits and loops. */
+  private readonly lifetime = new AbortController();
+  private closing = false;
+  private lastMasterContact = 0;
+  /** Long-polls and log streams the master holds open: it is in contact all along. */
+  private openMasterCalls = 0;
+  private leaderLog: Logger;
+  /** Appends in flight; a switchover waits for them before resigning. */
+  private inflightAppends = 0;
+  /** Set while a planned switchover drains writes away from this leader. */
+  private draining = false;
+  private switchoverInProgress = false;
+  private lastSnapshot: { seq: number; at: number } = { seq: 0, at: Date.now() };
+  private logLength = 0;
+
+  private constructor(config: AgentConfig, log: Logger) {
+    this.config = config;
+    this.member = config.member;
+    this.log = log;
+    this.leaderLog = log;
+    this.keys = etcdKeys(config.cluster);
+    const sKeys = streamKeys(config.cluster);
+    this.board = new StatusBoard(config.member);
+    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
+    this.redis = new Redis(config.redisUrl, {
+      lazyConnect: true,
+      connectTimeout: 3000,
+      // Fail a command rather than queue it for ever: an append must answer
+      // within its bound so the master can decide what to do.
+      maxRetriesPerRequest: 1,
+      commandTimeout: 5000,
+      retryStrategy: (times) => Math.min(times * 100, 1000),
+    });
+    this.redis.on('error', (err: Error) => this.log.debug({ err: err.message }, 'stream server connection error'));
+    this.oplog = new OpLog({ redis: this.redis, keys: sKeys, maxLength: config.oplogMaxLength, log });
+    this.snapshots = new SnapshotStore({
+      redis: this.redis,
+      etcd: this.etcd,
+      streamKeys: sKeys,
+      etcdKeys: this.keys,
+      keep: config.snapshotKeep,
+      log,
+    });
+    this.deletes = new DeleteEvents({ etcd: this.etcd, keys: this.keys, log });
+    this.metadata = new MetadataStore({ etcd: this.etcd, keys: this.keys, log });
+    this.registry = new MemberRegistry({
+      etcd: this.etcd,
+      keys: this.keys,
+      member: config.member,
+      version: AGENT_VERSION,
+      leaseTtlSeconds: config.leaseTtlSeconds,
+      log,
+    });
+    this.election = new LeaderElection({
+      etcd: this.etcd,
+      keys: this.keys,
+      member: config.member,
+      address: config.address,
+      leaseTtlSeconds: config.leaseTtlSeconds,
+      demoteMarginMs: config.demoteMarginMs,
+      log,
+      candidacy: () => this.candidacy(),
+    });
+  }
+
+  /** Connects to both stores (bounded), registers, serves the local API and joins the election. */
+  static async start(config: AgentConfig, opts: { log?: Logger } = {}): Promise<Agent> {
+    const log =
+      opts.log ?? createLogger({ component: 'agent', cluster: clusterId(config.cluster), member: config.member, level: config.logLevel });
+    const agent = new Agent(config, log);
+    try {
+      await agent.connectStores();
+      await agent.registry.start({
+        role: 'starting',
+        address: config.address,
+        receivedSeq: 0,
+        appliedSeq: 0,
+        state: 'ok',
+      });
+      agent.api = await startLocalApi({ listen: config.apiListen, backend: agent, log });
+      agent.election.onEvent((event) => agent.onElectionEvent(event));
+      await agent.refreshHead();
+      const latest = await agent.snapshots.latest();
+      if (latest) agent.lastSnapshot = { seq: latest.seq, at: Date.parse(latest.createdAt) || Date.now() };
+      agent.setRole('standby');
+      await agent.election.start();
+      agent.watchSwitchover();
+      agent.headTimer = setInterval(() => void agent.tick(), HEAD_POLL_MS);
+      log.info({ api: agent.api.address, address: config.address, leaseTtlSeconds: config.leaseTtlSeconds }, 'agent started');
+      return agent;
+    } catch (err) {
+      await agent.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async connectStores(): Promise<void> {
+    const deadline = 30_000;
+    await waitFor(
+      async () => {
+        await withTimeout(this.etcd.get(this.keys.leader).string(), STORE_CALL_TIMEOUT_MS, 'etcd');
+        return true;
+      },
+      { timeoutMs: deadline, intervalMs: 500, what: `etcd at ${this.config.etcdEndpoints.join(',')} (--etcd)` },
+    );
+    await withTimeout(this.redis.connect(), deadline, `the stream server at ${this.config.redisUrl} (--redis)`);
+  }
+
+  // ---------------------------------------------------------------- status
+
+  status(): RoleStatus {
+    this.touchMaster();
+    return this.board.get();
+  }
+
+  waitForStatusChange(afterVersion: number, timeoutMs: number, signal: AbortSignal): Promise<RoleStatus> {
+    this.touchMaster();
+    this.openMasterCalls++;
+    const combined = AbortSignal.any([signal, this.lifetime.signal]);
+    return this.board.waitForChange(afterVersion, timeoutMs, combined).finally(() => {
+      this.openMasterCalls--;
+      this.touchMaster();
+    });
+  }
+
+  private setRole(role: RoleStatus['role'], extra: Partial<RoleStatus> = {}): void {
+    this.board.update({ role, writable: role === 'leader', ...extra });
+    this.registry.update({ role });
+  }
+
+  private touchMaster(): void {
+    this.lastMasterContact = Date.now();
+  }
+
+  async health(): Promise<{ etcd: 'ok' | 'down'; stream: 'ok' | 'down' }> {
+    const [etcd, stream] = await Promise.all([
+      withTimeout(this.etcd.get(this.keys.leader).string(), 1000, 'etcd').then(
+        () => 'ok' as const,
+        () => 'down' as const,
+      ),
+      withTimeout(this.redis.ping(), 1000, 'stream server').then(
+        () => 'ok' as const,
+        () => 'down' as const,
+      ),
+    ]);
+    return { etcd, stream };
+  }
+
+  // ---------------------------------------------------------------- election
+
+  private async candidacy(): Promise<{ eligible: boolean; delayMs: number; reason: string }> {
+    if (this.closing) return { eligible: false, delayMs: 0, reason: 'shutting down' };
+    const silentFor = this.openMasterCalls > 0 ? 0 : Date.now() - this.lastMasterContact;
+    if (silentFor > this.config.masterContactTimeoutMs) {
+      // An agent whose master is gone must not lead: nobody would apply the log.
+      return { eligible: false, delayMs: 0, reason: `no contact from the master for ${silentFor} ms` };
+    }
+    let headSeq: number;
+    try {
+      headSeq = await withTimeout(this.oplog.headSeq(), STORE_CALL_TIMEOUT_MS, 'the log head');
+    } catch (err) {
+      return { eligible: false, delayMs: 0, reason: `cannot read the log head: ${(err as Error).message}` };
+    }
+    this.board.update({ headSeq });
+    const switchover = await this.readSwitchover().catch(() => undefined);
+    return decideCandidacy({
+      self: this.member,
+      selfAppliedSeq: this.board.get().appliedSeq,
+      headSeq,
+      maxLagOnFailover: this.config.maxLagOnFailover,
+      members: this.registry.members(),
+      stepMs: this.config.candidacyStepMs,
+      // A pending switchover holds the other standbys back one TTL, long
+      // enough for the target to win.
+      switchoverHoldOffMs: this.config.leaseTtlSeconds * 1000,
+      ...(switchover ? { switchoverTarget: switchover.target } : {}),
+    });
+  }
+
+  private onElectionEvent(event: ElectionEvent): void {
+    switch (event.type) {
+      case 'leader-changed':
+        this.onLeaderChanged(event.leader);
+        break;
+      case 'elected':
+        void this.promote(event.epoch, event.record);
+        break;
+      case 'deposed':
+        this.onDeposed(event.epoch, event.reason);
+        break;
+    }
+  }
+
+  private onLeaderChanged(leader: LeaderRecord | undefined): void {
+    const mine = leader?.member === this.member;
+    this.board.update({
+      leader: leader ? { member: leader.member, address: leader.address, epoch: leader.epoch } : null,
+      ...(mine ? {} : { epoch: leader?.epoch ?? 0 }),
+    });
+    if (!leader && !mine && this.board.get().role === 'standby') this.setRole('candidate');
+    if (leader && !mine && this.board.get().role === 'candidate') this.setRole('standby');
+  }
+
+  /**
+   * Won the election: raise the epoch in the stream server (from here on the
+   * old leader's appends are refused), let the master apply the log to its end,
+   * then accept writes. No acknowledged entry is lost: every acknowledged entry
+   * is in the stream before the epoch moves, and we apply up to the head.
+   */
+  private async promote(epoch: number, record: LeaderRecord): Promise<void> {
+    const started = Date.now();
+    this.leaderLog = this.log.child({ epoch });
+    this.setRole('promoting', { epoch, leader: { member: record.member, address: record.address, epoch } });
+    this.leaderLog.info('elected; raising the epoch and draining the log');
+    try {
+      const { headSeq } = await withTimeout(
+        this.oplog.raiseEpoch(epoch, this.board.get().appliedSeq),
+        STORE_CALL_TIMEOUT_MS,
+        'raising the epoch in the stream server',
+      );
+      this.board.update({ headSeq });
+      await waitFor(
+        () => {
+          if (!this.election.holdsLeadership() || this.board.get().role !== 'promoting') throw new Error('lost leadership while promoting');
+          return this.board.get().appliedSeq >= headSeq;
+        },
+        { timeoutMs: this.config.promotionTimeoutMs, intervalMs: 5, what: `the master to apply the log up to ${headSeq}`, signal: this.lifetime.signal },
+      );
+      if (!this.election.holdsLeadership() || this.board.get().role !== 'promoting') throw new Error('lost leadership while promoting');
+      this.lastSnapshot = { seq: this.lastSnapshot.seq, at: Math.max(this.lastSnapshot.at, Date.now() - 1) };
+      this.setRole('leader', { headSeq, appliedSeq: Math.max(this.board.get().appliedSeq, headSeq) });
+      this.leaderLog.info({ headSeq, promotionMs: Date.now() - started }, 'now leading: accepting writes');
+      await this.clearSwitchoverIfTarget();
+    } catch (err) {
+      if (this.closing) return;
+      this.leaderLog.error({ err: (err as Error).message }, 'promotion failed; resigning');
+      if (err instanceof FencedError) this.onDeposed(epoch, 'key-changed');
+      await this.election.resign({ holdOffMs: this.config.leaseTtlSeconds * 1000 }).catch(() => undefined);
+    }
+  }
+
+  private onDeposed(epoch: number, reason: string): void {
+    const role = this.board.get().role;
+    if (role === 'leader' || role === 'promoting') {
+      this.leaderLog.warn({ reason, epoch }, 'no longer leading: writes stop now');
+    }
+    if (!this.closing) this.setRole('standby', { snapshotWanted: null, epoch: this.board.get().leader?.epoch === epoch ? 0 : this.board.get().epoch });
+    this.leaderLog = this.log;
+  }
+
+  // ---------------------------------------------------------------- log
+
+  async append(entries: OpInput[]): Promise<{ epoch: number; firstSeq: number; lastSeq: number }> {
+    this.touchMaster();
+    const status = this.board.get();
+    if (status.role !== 'leader' || this.draining || !this.election.holdsLeadership()) {
+      throw new NotLeaderError(status.role === 'leader' ? undefined : this.election.leader);
+    }
+    const epoch = status.epoch;
+    const batchId = randomUUID();
+    this.inflightAppends++;
+    try {
+      const result = await this.appendOnce(epoch, entries, batchId);
+      this.board.update({
+        headSeq: Math.max(this.board.get().headSeq, result.lastSeq),
+        appliedSeq: Math.max(this.board.get().appliedSeq, result.lastSeq),
+        receivedSeq: Math.max(this.board.get().receivedSeq, result.lastSeq),
+      });
+      this.registry.update({ appliedSeq: this.board.get().appliedSeq, receivedSeq: this.board.get().receivedSeq });
+      return { epoch, ...result };
+    } catch (err) {
+      if (err instanceof FencedError) {
+        this.leaderLog.warn({ currentEpoch: err.currentEpoch }, 'append fenced: a newer leader exists');
+        this.onDeposed(epoch, 'fenced');
+        void this.election.resign({ holdOffMs: 0 }).catch(() => undefined);
+      }
+      throw err;
+    } finally {
+      this.inflightAppends--;
+    }
+  }
+
+  /**
+   * One append; when the connection fails mid-call the outcome is unknown, so
+   * look the batch up by its id before answering. Only a definite answer is
+   * returned; otherwise StoreUnavailableError tells the master the outcome is
+   * unknown.
+   */
+  private async appendOnce(epoch: number, entries: OpInput[], batchId: string): Promise<{ firstSeq: number; lastSeq: number }> {
+    try {
+      return await this.oplog.append(epoch, entries, batchId);
+    } catch (err) {
+      if (err instanceof FencedError) throw err;
+      if (!isConnectionError(err)) throw err;
+      const deadline = Date.now() + AMBIGUOUS_APPEND_RESOLVE_MS;
+      while (Date.now() < deadline) {
+        try {
+          const found = await withTimeout(this.oplog.findBatch(batchId), 1000, 'looking up the batch');
+          if (found) return found;
+          throw new StoreUnavailableError(`append failed (${(err as Error).message}); nothing was appended`);
+        } catch (lookupErr) {
+          if (lookupErr instanceof StoreUnavailableError) throw lookupErr;
+          await sleep(100);
+        }
+      }
+      throw new StoreUnavailableError(`append outcome unknown: the stream server did not answer (${(err as Error).message})`);
+    }
+  }
+
+  async *streamEntries(fromSeq: number, signal: AbortSignal): AsyncIterable<StreamLine> {
+    this.touchMaster();
+    this.openMasterCalls++;
+    const combined = AbortSignal.any([signal, this.lifetime.signal]);
+    const tailer = new OpLogTailer({ redis: this.redis, keys: streamKeys(this.config.cluster), fromSeq, log: this.log });
+    try {
+      while (!combined.aborted) {
+        let event;
+        try {
+          event = await tailer.next(combined);
+        } catch (err) {
+          if (combined.aborted) return;
+          throw new StoreUnavailableError(`reading the log failed: ${(err as Error).message}`);
+        }
+        this.touchMaster();
+        if (event.type === 'entries') {
+          for (const e of event.entries) {
+            yield { type: 'entry', seq: e.seq, epoch: e.epoch, op: e.op, key: e.key, payload: e.payload };
+          }
+          const last = event.entries.at(-1);
+          if (last) {
+            const s = this.board.get();
+            this.board.update({ receivedSeq: Math.max(s.receivedSeq, last.seq), headSeq: Math.max(s.headSeq, last.seq) });
+          }
+        } else if (event.type === 'idle') {
+          this.board.update({ headSeq: Math.max(this.board.get().headSeq, event.headSeq) });
+          yield { type: 'heartbeat', headSeq: event.headSeq };
+        } else {
+          const latest = await this.snapshots.latest().catch(() => undefined);
+          this.log.warn({ reason: event.reason, fromSeq, snapshotSeq: latest?.seq }, 'standby must resync from the latest snapshot');
+          this.registry.update({ state: 'resyncing' });
+          yield { type: 'resync', reason: event.reason, snapshot: latest ? { id: latest.id, seq: latest.seq } : null };
+          return;
+        }
+      }
+    } finally {
+      this.openMasterCalls--;
+      this.touchMaster();
+      await tailer.close().catch(() => undefined);
+    }
+  }
+
+  ackApplied(seq: number): void {
+    this.touchMaster();
+    const s = this.board.get();
+    const ceiling = Math.max(s.headSeq, s.receivedSeq);
+    if (seq > ceiling) {
+      throw new BadRequestError('seq', `seq ${seq} is above the log head ${ceiling}; acknowledge only entries you received`);
+    }
+    if (seq > s.appliedSeq) {
+      this.board.update({ appliedSeq: seq });
+      this.registry.update({ appliedSeq: seq, receivedSeq: Math.max(s.receivedSeq, seq), state: 'ok' });
+    }
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  async putSnapshot(seq: number, data: Buffer): Promise<SnapshotDescriptor> {
+    this.touchMaster();
+    const s = this.board.get();
+    if (s.role !== 'leader' || !this.election.holdsLeadership()) throw new NotLeaderError(this.election.leader);
+    if (seq > s.headSeq) throw new BadRequestError('seq', `seq ${seq} is above the log head ${s.headSeq}`);
+    const { descriptor, kept } = await this.snapshots.put(seq, s.epoch, data);
+    this.lastSnapshot = { seq: descriptor.seq, at: Date.now() };
+    this.board.update({ snapshotWanted: null });
+    // Entries at or below the oldest kept snapshot are in every kept snapshot.
+    const trimmed = await this.oplog.trimBefore(kept[0]!.seq + 1).catch((err: Error) => {
+      this.leaderLog.warn({ err: err.message }, 'could not trim the log after a snapshot; MAXLEN still bounds it');
+      return 0;
+    });
+    this.leaderLog.info({ seq, sizeBytes: descriptor.sizeBytes, id: descriptor.id, kept: kept.length, trimmed }, 'snapshot stored');
+    return descriptor;
+  }
+
+  async getSnapshot(): Promise<{ descriptor: SnapshotDescriptor; data: Buffer } | undefined> {
+    this.touchMaster();
+    const descriptor = await this.snapshots.latest();
+    if (!descriptor) return undefined;
+    return { descriptor, data: await this.snapshots.read(descriptor) };
+  }
+
+  // ---------------------------------------------------------------- deletes and metadata
+
+  publishDelete(key: string, payload: string): Promise<{ revision: number }> {
+    return this.deletes.publish(key, payload);
+  }
+
+  subscribeDeletes(fromRevision: number | undefined, signal: AbortSignal): AsyncIterable<DeleteLine> {
+    const combined = AbortSignal.any([signal, this.lifetime.signal]);
+    return this.deletes.subscribe({ ...(fromRevision !== undefined ? { fromRevision } : {}), signal: combined }) as AsyncIterable<DeleteLine>;
+  }
+
+  metaGet(key: string): ReturnType<MetadataStore['get']> {
+    return this.metadata.get(key);
+  }
+
+  metaPut(key: string, value: string, expectedModRevision?: number): ReturnType<MetadataStore['put']> {
+    return this.metadata.put(key, value, expectedModRevision);
+  }
+
+  metaDelete(key: string, expectedModRevision?: number): ReturnType<MetadataStore['delete']> {
+    return this.metadata.delete(key, expectedModRevision);
+  }
+
+  // ---------------------------------------------------------------- background
+
+  /** Refreshes the head (lag) and, on the leader, the snapshot request. */
+  private async tick(): Promise<void> {
+    if (this.closing) return;
+    try {
+      await this.refreshHead();
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'head refresh failed');
+      return;
+    }
+    const s = this.board.get();
+    this.registry.update({
+      receivedSeq: s.receivedSeq,
+      appliedSeq: s.appliedSeq,
+      state: s.role === 'leader' || s.headSeq - s.appliedSeq <= this.config.maxLagOnFailover ? 'ok' : 'lagging',
+    });
+    if (s.role === 'leader' && !s.snapshotWanted) {
+      const wanted = snapshotWanted({
+        headSeq: s.headSeq,
+        lastSnapshotSeq: this.lastSnapshot.seq,
+        lastSnapshotAt: this.lastSnapshot.at,
+        now: Date.now(),
+        everyEntries: this.config.snapshotEveryEntries,
+        intervalSeconds: this.config.snapshotIntervalSeconds,
+        logLength: this.logLength,
+        maxLength: this.config.oplogMaxLength,
+      });
+      if (wanted) {
+        this.leaderLog.info(wanted, 'asking the master for a snapshot');
+        this.board.update({ snapshotWanted: wanted });
+      }
+    }
+  }
+
+  private async refreshHead(): Promise<void> {
+    const [headSeq, length] = await withTimeout(
+      Promise.all([this.oplog.headSeq(), this.oplog.length()]),
+      STORE_CALL_TIMEOUT_MS,
+      'the log head',
+    );
+    this.logLength = length;
+    this.board.update({ headSeq: Math.max(headSeq, this.board.get().role === 'leader' ? this.board.get().headSeq : 0) });
+  }
+
+  // ---------------------------------------------------------------- planned switchover
+
+  private async readSwitchover(): Promise<SwitchoverRequest | undefined> {
+    const raw = await withTimeout(this.etcd.get(this.keys.switchover).string(), STORE_CALL_TIMEOUT_MS, 'the switchover key');
+    if (!raw) return undefined;
+    try {
+      const parsed = JSON.parse(raw) as SwitchoverRequest;
+      return typeof parsed.target === 'string' ? parsed : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private watchSwitchover(): void {
+    void this.etcd
+      .watch()
+      .key(this.keys.switchover)
+      .create()
+      .then((watcher) => {
+        if (this.closing) {
+          void watcher.cancel();
+          return;
+        }
+        this.switchoverWatcher = watcher;
+        watcher.on('put', (kv) => {
+          try {
+            const request = JSON.parse(kv.value.toString()) as SwitchoverRequest;
+            void this.onSwitchoverRequest(request);
+          } catch {
+            this.log.warn({ value: kv.value.toString() }, 'ignoring a malformed switchover request');
+          }
+        });
+        watcher.on('error', (err: Error) => this.log.debug({ err: err.message }, 'switchover watch error; etcd3 reconnects it'));
+      })
+      .catch((err: Error) => this.log.warn({ err: err.message }, 'could not watch for switchover requests'));
+    // A request written before we started watching is picked up here.
+    void this.readSwitchover()
+      .then((request) => request && this.onSwitchoverRequest(request))
+      .catch(() => undefined);
+  }
+
+  /**
+   * Leader side of a planned switchover: stop taking writes, let the target
+   * apply everything, then resign so the target (which campaigns first) wins.
+   * Gives up, and keeps leading, when the target does not catch up in time.
+   */
+  private async onSwitchoverRequest(request: SwitchoverRequest): Promise<void> {
+    if (this.board.get().role !== 'leader' || request.target === this.member || this.switchoverInProgress) return;
+    this.switchoverInProgress = true;
+    const log = this.leaderLog.child({ target: request.target });
+    const started = Date.now();
+    try {
+      const target = this.registry.members().find((m) => m.member === request.target);
+      if (!target || target.role === 'leader') {
+        log.warn({ members: this.registry.members().map((m) => m.member) }, 'switchover target is not a live standby; ignoring the request');
+        await this.etcd.delete().key(this.keys.switchover).exec().catch(() => undefined);
+        return;
+      }
+      log.info('planned switchover: draining writes');
+      this.draining = true;
+      await waitFor(() => this.inflightAppends === 0, { timeoutMs: 5000, intervalMs: 2, what: 'in-flight appends to finish' });
+      const headSeq = await withTimeout(this.oplog.headSeq(), STORE_CALL_TIMEOUT_MS, 'the log head');
+      await waitFor(
+        () => (this.registry.members().find((m) => m.member === request.target)?.appliedSeq ?? -1) >= headSeq,
+        { timeoutMs: SWITCHOVER_CATCHUP_TIMEOUT_MS, intervalMs: 5, what: `${request.target} to apply up to ${headSeq}` },
+      );
+      await this.election.resign({ holdOffMs: this.config.leaseTtlSeconds * 2000 });
+      log.info({ headSeq, drainMs: Date.now() - started }, 'resigned for the planned switchover');
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'planned switchover aborted; still leading');
+      await this.etcd.delete().key(this.keys.switchover).exec().catch(() => undefined);
+    } finally {
+      this.draining = false;
+      this.switchoverInProgress = false;
+    }
+  }
+
+  /** The new leader removes a switchover request that named it: it is done. */
+  private async clearSwitchoverIfTarget(): Promise<void> {
+    const request = await this.readSwitchover().catch(() => undefined);
+    if (request?.target !== this.member) return;
+    await this.etcd
+      .if(this.keys.switchover, 'Value', '==', JSON.stringify(request))
+      .then(this.etcd.delete().key(this.keys.switchover))
+      .commit()
+      .catch(() => undefined);
+  }
+
+  // ---------------------------------------------------------------- shutdown
+
+  /**
+   * Resigns when leading (so a standby takes over at once instead of after
+   * the TTL), then releases every resource. Bounded: each step has a timeout.
+   */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    const wasLeading = this.board.get().role === 'leader' || this.board.get().role === 'promoting';
+    this.board.update({ role: 'stopping', writable: false });
+    this.lifetime.abort(new Error('agent stopping'));
+    this.board.releaseAll();
+    if (this.headTimer) clearInterval(this.headTimer);
+    const step = async (what: string, fn: () => Promise<unknown> | undefined): Promise<void> => {
+      try {
+        await withTimeout(Promise.resolve(fn()), 5000, what);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, `shutdown: ${what} failed`);
+      }
+    };
+    await step('stopping the election', () => this.election.stop());
+    if (wasLeading) this.log.info('resigned leadership on shutdown');
+    await step('closing the local API', () => this.api?.close());
+    await step('cancelling the switchover watch', () => this.switchoverWatcher?.cancel());
+    await step('leaving the member registry', () => this.registry.stop());
+    await step('closing delete-event subscriptions', () => this.deletes.close());
+    await step('closing the oplog', () => this.oplog.close());
+    this.redis.disconnect();
+    this.etcd.close();
+    this.log.info('agent stopped');
+  }
+}
+
+function isConnectionError(err: unknown): boolean {
+  const message = (err as Error | undefined)?.message ?? '';
+  return /Connection is closed|ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|Command timed out|Stream isn't writeable|MaxRetriesPerRequest/i.test(message);
+}

@@ -1,0 +1,95 @@
+// `hotstandby agent`: the process beside every master. SIGTERM or SIGINT
+// resign leadership (a standby takes over at once) and exit.
+import { parseArgs } from 'node:util';
+import type { Command } from '../command.ts';
+import { UsageError } from '../command.ts';
+import { AGENT_DEFAULTS, ConfigError, FLAG_NAMES, resolveAgentConfig, type AgentConfig, type RawAgentSettings } from '../../agent/config.ts';
+
+const help = `Usage: hotstandby agent --cluster NS/NAME --address HOST:PORT --etcd URLS --redis URL [options]
+
+Runs the agent beside one master: leader election on an etcd lease, the fenced
+operation log in a Redis-protocol stream, snapshots, delete events, metadata,
+and the local API the master talks to. Every flag can also be set through the
+environment variable in brackets.
+
+Required:
+  --cluster NS/NAME           the HotStandbyCluster this member belongs to  [HOTSTANDBY_CLUSTER]
+  --address HOST:PORT         where clients reach this member's master      [HOTSTANDBY_ADDRESS]
+  --etcd URL[,URL...]         etcd endpoints, http://host:port               [HOTSTANDBY_ETCD]
+  --redis URL                 stream server (Dragonfly/Redis), redis://host:port [HOTSTANDBY_REDIS]
+
+Options:
+  --member NAME               this member's name (default: $POD_NAME, else the hostname) [HOTSTANDBY_MEMBER]
+  --api-listen ADDR           local API: 127.0.0.1:PORT or unix:/path (default ${AGENT_DEFAULTS.apiListen})
+  --lease-ttl SECONDS         leader lease TTL, 2-60 (default ${AGENT_DEFAULTS.leaseTtlSeconds})
+  --demote-margin-ms MS       the leader stops writing this long before its lease can expire (default: min(1000, TTL/5))
+  --max-lag-on-failover N     a standby further behind than N entries does not campaign (default ${AGENT_DEFAULTS.maxLagOnFailover})
+  --candidacy-step-ms MS      delay between candidates ranked by how caught-up they are (default ${AGENT_DEFAULTS.candidacyStepMs})
+  --master-contact-timeout-ms MS  an agent whose master was silent this long does not campaign (default ${AGENT_DEFAULTS.masterContactTimeoutMs})
+  --promotion-timeout-ms MS   how long a new leader waits for its master to apply the log (default ${AGENT_DEFAULTS.promotionTimeoutMs})
+  --oplog-max-length N        the stream's approximate MAXLEN (default ${AGENT_DEFAULTS.oplogMaxLength})
+  --snapshot-every-entries N  ask the master for a snapshot every N entries (default ${AGENT_DEFAULTS.snapshotEveryEntries})
+  --snapshot-interval SECONDS ...and at least this often while writes arrive; 0 = off (default ${AGENT_DEFAULTS.snapshotIntervalSeconds})
+  --snapshot-keep N           snapshots kept; the log is trimmed before the oldest (default ${AGENT_DEFAULTS.snapshotKeep})
+  --log-level LEVEL           fatal|error|warn|info|debug|trace|silent (default info)
+
+Example:
+  hotstandby agent --cluster default/mooncake --member m-0 --address 10.0.0.5:50051 \\
+    --etcd http://etcd:2379 --redis redis://dragonfly:6379 --api-listen 127.0.0.1:7070`;
+
+// Flag name (without --) → config field.
+const FLAG_TO_FIELD = Object.fromEntries(
+  (Object.entries(FLAG_NAMES) as Array<[keyof AgentConfig, string]>).map(([field, flag]) => [flag.slice(2), field]),
+) as Record<string, keyof AgentConfig>;
+
+export function parseAgentFlags(argv: string[]): RawAgentSettings {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: Object.fromEntries(Object.keys(FLAG_TO_FIELD).map((flag) => [flag, { type: 'string' as const }])),
+      allowPositionals: false,
+      strict: true,
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const raw: RawAgentSettings = {};
+  for (const [flag, value] of Object.entries(values)) {
+    const field = FLAG_TO_FIELD[flag];
+    if (field && typeof value === 'string') raw[field] = value;
+  }
+  return raw;
+}
+
+export const agentCommand: Command = {
+  name: 'agent',
+  summary: 'run the agent beside one master (election, oplog, snapshots, local API)',
+  help,
+  async run(argv) {
+    let config: AgentConfig;
+    try {
+      config = resolveAgentConfig(parseAgentFlags(argv));
+    } catch (err) {
+      if (err instanceof ConfigError) throw new UsageError(err.message);
+      throw err;
+    }
+    // Imported here so `hotstandby --help` does not load the store clients.
+    const { Agent } = await import('../../agent/agent.ts');
+    const agent = await Agent.start(config);
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string): void => {
+        process.off('SIGTERM', onTerm);
+        process.off('SIGINT', onInt);
+        process.stderr.write(`received ${signal}; resigning and stopping\n`);
+        resolve();
+      };
+      const onTerm = (): void => stop('SIGTERM');
+      const onInt = (): void => stop('SIGINT');
+      process.on('SIGTERM', onTerm);
+      process.on('SIGINT', onInt);
+    });
+    await agent.close();
+    return 0;
+  },
+};
