@@ -1,0 +1,66 @@
+// `hotstandby kvmaster`: the reference master, a key-value service that works
+// only through its agent's local API. SIGTERM/SIGINT stop it cleanly.
+import { parseArgs } from 'node:util';
+import type { Command } from '../command.ts';
+import { UsageError } from '../command.ts';
+
+const help = `Usage: hotstandby kvmaster --listen HOST:PORT --agent-api HOST:PORT|unix:/path [--log-level LEVEL]
+
+Runs the reference master next to an agent: a key-value service whose leader
+appends every write to the agent's log before acknowledging it, and whose
+standbys apply the log. See docs/kvmaster.md.
+
+Options:
+  --listen HOST:PORT       where clients reach this master (port 0 = any free port)
+  --agent-api ADDR         the agent's local API, as given to its --api-listen
+  --log-level LEVEL        fatal|error|warn|info|debug|trace|silent (default info)
+
+Client API:
+  PUT /kv/{key}  body = value   → 200 {key, seq, epoch} once the write is in the log
+  DELETE /kv/{key}              → 200 {key, seq, epoch}
+  GET /kv/{key}[?stale=1]       → 200 {key, value, appliedSeq}; a standby answers 409 with
+                                  the leader's address (header X-Leader) unless stale=1
+  GET /status, GET /healthz
+
+Example:
+  hotstandby kvmaster --listen 127.0.0.1:8080 --agent-api 127.0.0.1:7070`;
+
+export const kvmasterCommand: Command = {
+  name: 'kvmaster',
+  summary: 'run the reference key-value master beside an agent',
+  help,
+  async run(argv) {
+    let values: { listen?: string; 'agent-api'?: string; 'log-level'?: string };
+    try {
+      ({ values } = parseArgs({
+        args: argv,
+        options: { listen: { type: 'string' }, 'agent-api': { type: 'string' }, 'log-level': { type: 'string' } },
+        strict: true,
+      }));
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    if (!values.listen) throw new UsageError('--listen HOST:PORT is required (where clients reach this master)');
+    if (!values['agent-api']) throw new UsageError('--agent-api is required (the address the agent was given as --api-listen)');
+    const { startKvMaster } = await import('../../kvmaster/master.ts');
+    const { createLogger } = await import('../../lib/log.ts');
+    const log = createLogger({ component: 'kvmaster', ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+    let master;
+    try {
+      master = await startKvMaster({ listen: values.listen, agentApi: values['agent-api'], log });
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    await new Promise<void>((resolve) => {
+      const stop = (): void => {
+        process.off('SIGTERM', stop);
+        process.off('SIGINT', stop);
+        resolve();
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
+    await master.close();
+    return 0;
+  },
+};

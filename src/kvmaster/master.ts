@@ -1,0 +1,415 @@
+// The reference master: a key-value service that is highly available only
+// through its agent's local API. It never touches etcd or the stream server.
+//
+// Leader: a client write is appended through the agent BEFORE it is
+// acknowledged (group commit: writes that arrive while one append is in
+// flight go together in the next), applied locally in sequence order, then
+// acknowledged with its sequence number. A write whose append failed is never
+// acknowledged and never applied.
+// Standby: follows the agent's log stream from the entry after the last one
+// applied, acks what it applied, reloads the latest snapshot on a resync.
+// Exactly one of the two modes touches the state at any moment: the follower
+// runs only while the master is not writable and no append is in flight.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { RoleStatus } from '../agent/types.ts';
+import { createLogger, type Logger } from '../lib/log.ts';
+import { sleep, withTimeout } from '../lib/time.ts';
+import { AgentClient, type AgentApiError } from './agent-client.ts';
+import { KvStore } from './store.ts';
+
+/** Entries per append at most (the local API takes 1-1000). */
+const MAX_BATCH_ENTRIES = 1000;
+/** Bytes of payload per append at most (the local API takes 8 MiB bodies). */
+const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+const MAX_KEY_CHARS = 1024;
+const MAX_VALUE_BYTES = 1024 * 1024;
+/** Applied sequence is reported to the agent at most this often while entries flow. */
+const ACK_DELAY_MS = 5;
+
+export interface KvMasterOptions {
+  /** host:port for clients; port 0 picks a free one. */
+  listen: string;
+  /** The agent's local API: host:port or unix:/path. */
+  agentApi: string;
+  log?: Logger;
+}
+
+interface PendingWrite {
+  op: 'put' | 'delete';
+  key: string;
+  payload: string;
+  resolve(result: { seq: number; epoch: number }): void;
+  reject(err: Error): void;
+}
+
+/** A client write refused without being applied; `status` is the HTTP answer. */
+class WriteRefused extends Error {
+  readonly status: number;
+  readonly leader: string | undefined;
+  constructor(status: number, message: string, leader?: string) {
+    super(message);
+    this.status = status;
+    this.leader = leader;
+  }
+}
+
+export class KvMaster {
+  address = '';
+  private readonly opts: KvMasterOptions;
+  private readonly log: Logger;
+  private readonly client: AgentClient;
+  private readonly store = new KvStore();
+  private readonly server: http.Server;
+  private readonly lifetime = new AbortController();
+  private status: RoleStatus | undefined;
+  /** True only while the agent says writable and no append was refused since. */
+  private writable = false;
+  private closed = false;
+  private queue: PendingWrite[] = [];
+  private appendInFlight: Promise<void> | undefined;
+  private follower: { abort: AbortController; done: Promise<void> } | undefined;
+  private ackTimer: NodeJS.Timeout | undefined;
+  private ackedSeq = 0;
+  private snapshotting = false;
+  private roleLoopDone: Promise<void> = Promise.resolve();
+
+  constructor(opts: KvMasterOptions) {
+    this.opts = opts;
+    this.log = opts.log ?? createLogger({ component: 'kvmaster' });
+    this.client = new AgentClient(opts.agentApi);
+    this.server = http.createServer((req, res) => void this.handle(req, res));
+  }
+
+  async start(): Promise<void> {
+    const i = this.opts.listen.lastIndexOf(':');
+    const host = this.opts.listen.slice(0, i);
+    const port = Number(this.opts.listen.slice(i + 1));
+    if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new Error(`--listen ${this.opts.listen}: expected host:port, e.g. 127.0.0.1:8080`);
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => resolve());
+    });
+    const addr = this.server.address() as AddressInfo;
+    this.address = `${addr.address}:${addr.port}`;
+    this.roleLoopDone = this.roleLoop();
+    this.log.info({ address: this.address, agentApi: this.opts.agentApi }, 'kvmaster listening');
+  }
+
+  // ---------------------------------------------------------------- role
+
+  /** Long-polls the agent's role and switches modes on every change. */
+  private async roleLoop(): Promise<void> {
+    let version: number | undefined;
+    while (!this.closed) {
+      let s: RoleStatus;
+      try {
+        s = await this.client.role(version, 30_000);
+      } catch (err) {
+        if (this.closed) return;
+        this.log.warn({ err: (err as Error).message }, 'cannot reach the agent; not writable until it answers');
+        this.stopWrites('the agent cannot be reached');
+        await sleep(500, this.lifetime.signal).catch(() => undefined);
+        version = undefined;
+        continue;
+      }
+      version = s.version;
+      await this.onStatus(s);
+    }
+  }
+
+  private async onStatus(s: RoleStatus): Promise<void> {
+    const was = this.status;
+    this.status = s;
+    if (was?.role !== s.role || was?.epoch !== s.epoch) {
+      this.log.info({ role: s.role, epoch: s.epoch, appliedSeq: this.store.appliedSeq, headSeq: s.headSeq }, 'agent role');
+    }
+    if (s.writable && !this.writable) {
+      // Promotion: the agent made us writable only after we acked its head.
+      await this.stopFollower();
+      if (this.closed || !this.status?.writable) return;
+      this.writable = true;
+      this.log.info({ epoch: s.epoch, appliedSeq: this.store.appliedSeq }, 'leading: accepting writes');
+    } else if (!s.writable) {
+      this.stopWrites(`this member is ${s.role}`);
+    }
+    if (!this.writable && !this.follower && s.role !== 'stopping') this.startFollower();
+    if (this.writable && s.snapshotWanted && !this.snapshotting) void this.takeSnapshot();
+  }
+
+  /** Leaves write mode at once; queued writes are refused, none is applied. */
+  private stopWrites(why: string): void {
+    if (this.writable) this.log.warn({ why }, 'no longer accepting writes');
+    this.writable = false;
+    const leader = this.leaderAddress();
+    for (const w of this.queue.splice(0)) w.reject(new WriteRefused(409, `not the leader (${why})`, leader));
+  }
+
+  private leaderAddress(): string | undefined {
+    const l = this.status?.leader;
+    return l && l.member !== this.status?.member ? l.address : undefined;
+  }
+
+  // ---------------------------------------------------------------- standby
+
+  private startFollower(): void {
+    const abort = new AbortController();
+    const done = this.follow(abort.signal).finally(() => {
+      if (this.follower?.abort === abort) this.follower = undefined;
+    });
+    this.follower = { abort, done };
+  }
+
+  private async stopFollower(): Promise<void> {
+    const f = this.follower;
+    if (!f) return;
+    f.abort.abort();
+    await f.done;
+    this.flushAck();
+  }
+
+  /** Applies the log from the entry after the last applied one, until aborted. */
+  private async follow(signal: AbortSignal): Promise<void> {
+    // An append still in flight from our time as leader applies before we follow.
+    await this.appendInFlight;
+    while (!signal.aborted && !this.closed) {
+      try {
+        for await (const line of this.client.stream(this.store.appliedSeq + 1, signal)) {
+          if (line.type === 'entry') {
+            this.store.apply(line);
+            this.scheduleAck();
+          } else if (line.type === 'heartbeat') {
+            this.flushAck();
+          } else {
+            this.log.warn({ reason: line.reason, snapshot: line.snapshot }, 'resync: reloading from the latest snapshot');
+            await this.loadSnapshot();
+          }
+        }
+      } catch (err) {
+        if (signal.aborted || this.closed) return;
+        this.log.warn({ err: (err as Error).message }, 'log stream failed; reopening');
+        await sleep(300, signal).catch(() => undefined);
+      }
+    }
+  }
+
+  private async loadSnapshot(): Promise<void> {
+    const snap = await this.client.getSnapshot();
+    if (snap) this.store.restore(snap.data, snap.seq);
+    else this.store.clear();
+    this.ackedSeq = Math.min(this.ackedSeq, this.store.appliedSeq);
+    this.log.info({ seq: this.store.appliedSeq, keys: this.store.size }, snap ? 'state restored from snapshot' : 'no snapshot: state cleared');
+    this.flushAck();
+  }
+
+  private scheduleAck(): void {
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = undefined;
+      this.flushAck();
+    }, ACK_DELAY_MS);
+  }
+
+  private flushAck(): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    const seq = this.store.appliedSeq;
+    if (seq <= this.ackedSeq || this.closed) return;
+    this.client.ackApplied(seq).then(
+      () => {
+        this.ackedSeq = Math.max(this.ackedSeq, seq);
+      },
+      (err: Error) => this.log.debug({ err: err.message, seq }, 'applied ack failed; the next one carries it'),
+    );
+  }
+
+  // ---------------------------------------------------------------- leader
+
+  private write(op: 'put' | 'delete', key: string, payload: string): Promise<{ seq: number; epoch: number }> {
+    if (!this.writable || this.closed) {
+      return Promise.reject(new WriteRefused(409, `not the leader (this member is ${this.status?.role ?? 'starting'})`, this.leaderAddress()));
+    }
+    return new Promise((resolve, reject) => {
+      this.queue.push({ op, key, payload, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** One append in flight at a time; what queued meanwhile goes in the next. */
+  private pump(): void {
+    if (this.appendInFlight || this.queue.length === 0 || !this.writable) return;
+    let bytes = 0;
+    let n = 0;
+    while (n < this.queue.length && n < MAX_BATCH_ENTRIES && (n === 0 || bytes + this.queue[n]!.payload.length < MAX_BATCH_BYTES)) {
+      bytes += this.queue[n]!.payload.length + this.queue[n]!.key.length;
+      n++;
+    }
+    const batch = this.queue.splice(0, n);
+    this.appendInFlight = this.appendBatch(batch).finally(() => {
+      this.appendInFlight = undefined;
+      this.pump();
+    });
+  }
+
+  private async appendBatch(batch: PendingWrite[]): Promise<void> {
+    let result: { epoch: number; firstSeq: number; lastSeq: number };
+    try {
+      result = await this.client.append(batch.map(({ op, key, payload }) => ({ op, key, payload })));
+    } catch (err) {
+      const e = err as AgentApiError;
+      if (e.code === 'not_leader' || e.code === 'fenced') {
+        this.stopWrites(e.code === 'fenced' ? 'fenced by a newer epoch' : 'the agent no longer leads');
+        const leader = e.leader?.address ?? this.leaderAddress();
+        for (const w of batch) w.reject(new WriteRefused(409, `not the leader: ${e.message}`, leader));
+      } else {
+        for (const w of batch) w.reject(new WriteRefused(503, `the write was not acknowledged: ${e.message}`));
+      }
+      return;
+    }
+    try {
+      // A gap means an earlier append's outcome was unknown and it did land:
+      // take those entries from the log before applying ours, in order.
+      if (result.firstSeq !== this.store.appliedSeq + 1) await this.fillFromLog(result.firstSeq - 1);
+      batch.forEach((_, i) => {
+        const w = batch[i]!;
+        this.store.apply({ seq: result.firstSeq + i, op: w.op, key: w.key, payload: w.payload });
+      });
+    } catch (err) {
+      // Durable in the log but not applied here: stop leading from a state we
+      // cannot vouch for; the client retries (puts are idempotent).
+      this.log.error({ err: (err as Error).message }, 'cannot apply an appended batch in order; leaving write mode');
+      this.stopWrites('local state out of step with the log');
+      for (const w of batch) w.reject(new WriteRefused(503, 'the write is in the log but this master could not apply it; retry'));
+      return;
+    }
+    for (let i = 0; i < batch.length; i++) batch[i]!.resolve({ seq: result.firstSeq + i, epoch: result.epoch });
+  }
+
+  /** Applies entries from the log up to `lastSeq` (bounded in time). */
+  private async fillFromLog(lastSeq: number): Promise<void> {
+    if (lastSeq <= this.store.appliedSeq) throw new Error(`the agent assigned seq ${lastSeq + 1} but ${this.store.appliedSeq} is already applied`);
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 10_000);
+    try {
+      for await (const line of this.client.stream(this.store.appliedSeq + 1, abort.signal)) {
+        if (line.type === 'entry') this.store.apply(line);
+        if (line.type === 'resync') throw new Error(`log resync (${line.reason}) while filling a gap`);
+        if (this.store.appliedSeq >= lastSeq) return;
+      }
+      throw new Error(`log stream ended at ${this.store.appliedSeq} before ${lastSeq}`);
+    } finally {
+      clearTimeout(timer);
+      abort.abort();
+    }
+  }
+
+  private async takeSnapshot(): Promise<void> {
+    this.snapshotting = true;
+    try {
+      // The state and its sequence are read in one synchronous step: consistent.
+      const seq = this.store.appliedSeq;
+      const data = this.store.snapshot();
+      const d = await this.client.putSnapshot(seq, data);
+      this.log.info({ seq, sizeBytes: d.sizeBytes, id: d.id }, 'snapshot handed to the agent');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'snapshot failed; the agent asks again');
+    } finally {
+      this.snapshotting = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- HTTP
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    try {
+      const url = new URL(req.url ?? '/', 'http://kvmaster');
+      if (url.pathname === '/healthz') return send(res, 200, { status: 'ok' });
+      if (url.pathname === '/status') return send(res, 200, this.describe());
+      if (!url.pathname.startsWith('/kv/')) return send(res, 404, { error: { code: 'not_found', message: 'paths: /kv/{key}, /status, /healthz' } });
+      const key = decodeURIComponent(url.pathname.slice('/kv/'.length));
+      if (key.length < 1 || key.length > MAX_KEY_CHARS) {
+        return send(res, 400, { error: { code: 'bad_request', field: 'key', message: `key must be 1-${MAX_KEY_CHARS} characters` } });
+      }
+      if (req.method === 'GET') {
+        if (!this.writable && url.searchParams.get('stale') !== '1') throw new WriteRefused(409, 'not the leader; add ?stale=1 to read this standby', this.leaderAddress());
+        const value = this.store.get(key);
+        return value === undefined
+          ? send(res, 404, { error: { code: 'not_found', message: `no key ${JSON.stringify(key)}` } })
+          : send(res, 200, { key, value, appliedSeq: this.store.appliedSeq });
+      }
+      if (req.method === 'PUT') {
+        const value = await readValue(req);
+        return send(res, 200, { key, ...(await this.write('put', key, value)) });
+      }
+      if (req.method === 'DELETE') return send(res, 200, { key, ...(await this.write('delete', key, '')) });
+      return send(res, 405, { error: { code: 'method_not_allowed', message: 'use GET, PUT or DELETE on /kv/{key}' } });
+    } catch (err) {
+      if (err instanceof WriteRefused) {
+        if (err.leader) res.setHeader('X-Leader', err.leader);
+        return send(res, err.status, { error: { code: err.status === 409 ? 'not_leader' : 'unavailable', message: err.message, leader: err.leader ?? null } });
+      }
+      const e = err as Error & { status?: number; field?: string };
+      return send(res, e.status ?? 500, { error: { code: e.status ? 'bad_request' : 'internal', message: e.message, ...(e.field ? { field: e.field } : {}) } });
+    }
+  }
+
+  describe(): Record<string, unknown> {
+    return {
+      member: this.status?.member ?? null,
+      role: this.status?.role ?? 'starting',
+      writable: this.writable,
+      epoch: this.status?.epoch ?? 0,
+      leader: this.status?.leader ?? null,
+      appliedSeq: this.store.appliedSeq,
+      keys: this.store.size,
+    };
+  }
+
+  /** Stops taking writes, lets the append in flight finish, releases everything. Bounded. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopWrites('shutting down');
+    this.lifetime.abort();
+    this.follower?.abort.abort();
+    this.server.close();
+    this.server.closeIdleConnections();
+    await withTimeout(Promise.allSettled([this.appendInFlight, this.follower?.done, this.roleLoopDone]), 5000, 'kvmaster shutdown').catch(
+      (err: Error) => this.log.warn({ err: err.message }, 'shutdown did not finish in time'),
+    );
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.server.closeAllConnections();
+    this.client.close();
+    this.log.info('kvmaster stopped');
+  }
+}
+
+export async function startKvMaster(opts: KvMasterOptions): Promise<KvMaster> {
+  const master = new KvMaster(opts);
+  await master.start();
+  return master;
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const data = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) });
+  res.end(data);
+}
+
+function readValue(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_VALUE_BYTES) {
+        reject(Object.assign(new Error(`value over ${MAX_VALUE_BYTES} bytes`), { status: 413, field: 'body' }));
+        req.destroy();
+      } else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
