@@ -1,0 +1,220 @@
+// A whole hot-standby cluster on this machine, as real processes: etcd, a
+// Redis-protocol server, and N members, each an `hotstandby agent` plus an
+// `hotstandby kvmaster` child process on free loopback ports. The demo, the
+// failover tests and bench/failover.ts drive it.
+//
+//   const c = await LocalCluster.start({ members: 3, leaseTtlSeconds: 2 });
+//   const leader = await c.waitForLeader();      // a member whose master accepts writes
+//   c.kill(leader);                              // kill -9 agent and master
+//   await c.restart(leader);                     // comes back as a standby
+//   c.pauseAgent(m) / c.resumeAgent(m);          // SIGSTOP / SIGCONT the agent
+//   await c.requestSwitchover(target);
+//   await c.stop();                              // everything gone, bounded
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Etcd3 } from 'etcd3';
+import { ManagedProcess } from '../lib/childproc.ts';
+import { etcdKeys, type ClusterRef } from '../lib/keys.ts';
+import { startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../lib/localstores.ts';
+import { freePort, waitForPort } from '../lib/ports.ts';
+import { sleep, waitFor } from '../lib/time.ts';
+
+const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'hotstandby.js');
+
+export interface LocalClusterOptions {
+  members?: number;
+  leaseTtlSeconds?: number;
+  cluster?: ClusterRef;
+  /** Log level of the agents and masters (their logs go to files in workDir). */
+  logLevel?: string;
+  /** Extra `hotstandby agent` flags, e.g. ['--snapshot-every-entries', '500']. */
+  agentArgs?: string[];
+}
+
+export interface Member {
+  readonly name: string;
+  /** Where clients reach its master. */
+  readonly kvAddress: string;
+  readonly agentApi: string;
+  agent: ManagedProcess;
+  master: ManagedProcess;
+}
+
+export interface MasterStatus {
+  member: string | null;
+  role: string;
+  writable: boolean;
+  epoch: number;
+  appliedSeq: number;
+  keys: number;
+}
+
+export class LocalCluster {
+  readonly etcd: LocalEtcd;
+  readonly redis: LocalRedis;
+  readonly members: Member[] = [];
+  readonly workDir: string;
+  readonly ref: ClusterRef;
+  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster'>>;
+
+  private constructor(etcd: LocalEtcd, redis: LocalRedis, workDir: string, ref: ClusterRef, opts: LocalCluster['opts']) {
+    this.etcd = etcd;
+    this.redis = redis;
+    this.workDir = workDir;
+    this.ref = ref;
+    this.opts = opts;
+  }
+
+  static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+    const opts = {
+      members: options.members ?? 3,
+      leaseTtlSeconds: options.leaseTtlSeconds ?? 5,
+      logLevel: options.logLevel ?? 'info',
+      agentArgs: options.agentArgs ?? [],
+    };
+    const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-cluster-'));
+    const etcd = await startEtcd({ workDir });
+    let redis: LocalRedis;
+    try {
+      redis = await startRedis({ workDir });
+    } catch (err) {
+      await etcd.stop();
+      throw err;
+    }
+    const cluster = new LocalCluster(etcd, redis, workDir, options.cluster ?? { namespace: 'demo', name: 'kv' }, opts);
+    try {
+      for (let i = 0; i < opts.members; i++) cluster.members.push(await cluster.startMember(`kv-${i}`));
+      await Promise.all(cluster.members.map((m) => cluster.waitUntilServing(m)));
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
+    return cluster;
+  }
+
+  private async startMember(name: string, ports?: { kv: number; api: number }): Promise<Member> {
+    const kv = ports?.kv ?? (await freePort());
+    const api = ports?.api ?? (await freePort());
+    const kvAddress = `127.0.0.1:${kv}`;
+    const agentApi = `127.0.0.1:${api}`;
+    const env = { ...process.env, HOTSTANDBY_LOG_LEVEL: this.opts.logLevel };
+    const agent = new ManagedProcess({
+      name: `${name}-agent`,
+      command: process.execPath,
+      args: [
+        BIN, 'agent',
+        '--cluster', `${this.ref.namespace}/${this.ref.name}`,
+        '--member', name,
+        '--address', kvAddress,
+        '--etcd', this.etcd.endpoint,
+        '--redis', this.redis.url,
+        '--api-listen', agentApi,
+        '--lease-ttl', String(this.opts.leaseTtlSeconds),
+        '--log-level', this.opts.logLevel,
+        ...this.opts.agentArgs,
+      ],
+      logFile: path.join(this.workDir, `${name}-agent.log`),
+      env,
+    });
+    const master = new ManagedProcess({
+      name: `${name}-kvmaster`,
+      command: process.execPath,
+      args: [BIN, 'kvmaster', '--listen', kvAddress, '--agent-api', agentApi, '--log-level', this.opts.logLevel],
+      logFile: path.join(this.workDir, `${name}-kvmaster.log`),
+      env,
+    });
+    return { name, kvAddress, agentApi, agent, master };
+  }
+
+  private async waitUntilServing(m: Member): Promise<void> {
+    for (const [proc, address] of [
+      [m.agent, m.agentApi],
+      [m.master, m.kvAddress],
+    ] as const) {
+      const port = Number(address.slice(address.lastIndexOf(':') + 1));
+      if (!(await waitForPort(port, 30_000).catch(() => false))) {
+        throw new Error(`${proc.name} did not start listening on ${address} within 30 s. Its log (${proc.logFile}) ends with:\n${proc.tail(30)}`);
+      }
+    }
+  }
+
+  /** The master's own view (GET /status); undefined when it does not answer within timeoutMs. */
+  async masterStatus(m: Member, timeoutMs = 1000): Promise<MasterStatus | undefined> {
+    if (!m.master.running) return undefined;
+    try {
+      const res = await fetch(`http://${m.kvAddress}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+      return (await res.json()) as MasterStatus;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * The member whose master accepts writes under the newest epoch. A deposed
+   * master whose agent is frozen may still believe it leads (it cannot hear
+   * otherwise), but its appends are fenced: the newest epoch is the leader.
+   */
+  async leader(): Promise<Member | undefined> {
+    const statuses = await Promise.all(this.members.map((m) => this.masterStatus(m)));
+    let best: { m: Member; epoch: number } | undefined;
+    statuses.forEach((s, i) => {
+      if (s?.writable && (!best || s.epoch > best.epoch)) best = { m: this.members[i]!, epoch: s.epoch };
+    });
+    return best?.m;
+  }
+
+  /** Waits for a member (other than `not`) whose master accepts writes. */
+  async waitForLeader(opts: { timeoutMs?: number; not?: Member } = {}): Promise<Member> {
+    return waitFor(
+      async () => {
+        const l = await this.leader();
+        return l && l !== opts.not ? l : undefined;
+      },
+      { timeoutMs: opts.timeoutMs ?? 30_000, intervalMs: 20, what: 'a leader whose master accepts writes' },
+    );
+  }
+
+  /** kill -9 of the member's agent and master. */
+  kill(m: Member): void {
+    m.agent.killNow('SIGKILL');
+    m.master.killNow('SIGKILL');
+  }
+
+  /** Starts a stopped or killed member again on the same ports; it rejoins as a standby. */
+  async restart(m: Member): Promise<void> {
+    await Promise.all([m.agent.stop(), m.master.stop()]);
+    const port = (a: string): number => Number(a.slice(a.lastIndexOf(':') + 1));
+    const fresh = await this.startMember(m.name, { kv: port(m.kvAddress), api: port(m.agentApi) });
+    m.agent = fresh.agent;
+    m.master = fresh.master;
+    await this.waitUntilServing(m);
+  }
+
+  pauseAgent(m: Member): void {
+    m.agent.killNow('SIGSTOP');
+  }
+
+  resumeAgent(m: Member): void {
+    m.agent.killNow('SIGCONT');
+  }
+
+  /** Asks the leader to hand over to `target`, as `hotstandby switchover` does. */
+  async requestSwitchover(target: Member): Promise<void> {
+    const etcd = new Etcd3({ hosts: this.etcd.endpoint });
+    try {
+      await etcd.put(etcdKeys(this.ref).switchover).value(JSON.stringify({ target: target.name, requestedAt: new Date().toISOString() }));
+    } finally {
+      etcd.close();
+    }
+  }
+
+  /** Stops every process (bounded) and removes the work directory. */
+  async stop(): Promise<void> {
+    await Promise.allSettled(this.members.flatMap((m) => [m.master.stop(3000), m.agent.stop(3000)]));
+    await Promise.allSettled([this.etcd.stop(), this.redis.stop()]);
+    await sleep(0);
+    fs.rmSync(this.workDir, { recursive: true, force: true });
+  }
+}
