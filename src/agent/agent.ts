@@ -571,6 +571,12 @@ export class Agent implements LocalApiBackend {
    * Gives up, and keeps leading, when the target does not catch up in time.
    */
   private async onSwitchoverRequest(request: SwitchoverRequest): Promise<void> {
+    if (request.target === this.member && this.board.get().role !== 'leader') {
+      // Named as the target: campaign as soon as the leader resigns, even
+      // within the hold-off of an earlier resignation of our own.
+      this.election.endHoldOff();
+      return;
+    }
     if (this.board.get().role !== 'leader' || request.target === this.member || this.switchoverInProgress) return;
     this.switchoverInProgress = true;
     const log = this.leaderLog.child({ target: request.target });
@@ -601,10 +607,17 @@ export class Agent implements LocalApiBackend {
     }
   }
 
-  /** The new leader removes a switchover request that named it: it is done. */
+  /**
+   * The new leader removes a switchover request that named it: it is done. A
+   * request naming another member (it came while nobody led) is carried out now.
+   */
   private async clearSwitchoverIfTarget(): Promise<void> {
     const request = await this.readSwitchover().catch(() => undefined);
-    if (request?.target !== this.member) return;
+    if (!request) return;
+    if (request.target !== this.member) {
+      void this.onSwitchoverRequest(request);
+      return;
+    }
     await this.etcd
       .if(this.keys.switchover, 'Value', '==', JSON.stringify(request))
       .then(this.etcd.delete().key(this.keys.switchover))

@@ -784,6 +784,17 @@ export class LeaderElection {
     return task;
   }
 
+  /**
+   * Ends a hold-off early: a planned switchover names this member, which must
+   * be free to campaign at once even though it resigned a moment ago.
+   */
+  endHoldOff(): void {
+    this.holdOffUntil = 0;
+    if (this.holdOffTimer) clearTimeout(this.holdOffTimer);
+    this.holdOffTimer = undefined;
+    if (this.phase === 'running') this.maybeCampaign();
+  }
+
   private holdOff(ms: number): void {
     if (ms <= 0) return;
     this.holdOffUntil = Math.max(this.holdOffUntil, monotonicMs() + ms);
