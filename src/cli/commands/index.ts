@@ -2,8 +2,9 @@
 // Add a command by adding its file and one line here.
 import type { Command } from '../command.ts';
 import { agentCommand } from './agent.ts';
+import { demoCommand } from './demo.ts';
 import { kvmasterCommand } from './kvmaster.ts';
 import { statusCommand } from './status.ts';
 import { switchoverCommand } from './switchover.ts';
 
-export const commands: Command[] = [agentCommand, kvmasterCommand, statusCommand, switchoverCommand];
+export const commands: Command[] = [demoCommand, agentCommand, kvmasterCommand, statusCommand, switchoverCommand];

@@ -1,0 +1,196 @@
+// `hotstandby demo`: a local cluster under a steady write load whose leader
+// is killed every few seconds, with a live view in the terminal (or, with
+// --json, N failovers and one JSON summary). The count of acknowledged writes
+// lost is checked against the leader after every failover.
+import { LocalCluster, type Member, type MasterStatus } from './localcluster.ts';
+import { WriteLoad, findLostWrites } from './load.ts';
+import { percentile, sleep, waitFor } from '../lib/time.ts';
+
+export interface DemoOptions {
+  members: number;
+  leaseTtlSeconds: number;
+  /** Seconds of steady load between one recovery and the next kill. */
+  intervalSeconds: number;
+  /** Stop after this many failovers; undefined = until the signal aborts. */
+  failovers?: number;
+  switchovers: number;
+  rate: number;
+  /** Live terminal view when given; otherwise progress lines go to `progress`. */
+  screen?: NodeJS.WriteStream;
+  progress: (line: string) => void;
+  signal: AbortSignal;
+}
+
+export interface DemoSummary {
+  failovers: number;
+  switchovers: number;
+  ackedWrites: number;
+  failedWrites: number;
+  lostWrites: number;
+  failoverMs: Stats | null;
+  switchoverMs: Stats | null;
+  leaseTtlSeconds: number;
+  members: number;
+}
+
+interface Stats {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+const STEP_TIMEOUT_MS = 60_000;
+
+function stats(values: number[]): Stats | null {
+  if (values.length === 0) return null;
+  return { p50: Math.round(percentile(values, 50)), p99: Math.round(percentile(values, 99)), max: Math.round(Math.max(...values)) };
+}
+
+export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
+  const events: string[] = [];
+  const note = (line: string): void => {
+    events.push(`${new Date().toISOString().slice(11, 19)}  ${line}`);
+    if (events.length > 8) events.shift();
+    if (!opts.screen) opts.progress(line);
+  };
+  note(`starting etcd, redis-server and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s)`);
+  const cluster = await LocalCluster.start({ members: opts.members, leaseTtlSeconds: opts.leaseTtlSeconds, logLevel: 'warn' });
+  const load = new WriteLoad({ members: () => cluster.members, rate: opts.rate });
+  const failoverMs: number[] = [];
+  const switchoverMs: number[] = [];
+  let lostWrites = 0;
+  const statuses = new Map<Member, MasterStatus | undefined>();
+  let view: NodeJS.Timeout | undefined;
+  try {
+    const first = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+    note(`${first.name} leads; write load ${opts.rate}/s starts`);
+    load.start();
+    if (opts.screen) {
+      const screen = opts.screen;
+      view = setInterval(() => {
+        void Promise.all(cluster.members.map(async (m) => statuses.set(m, await cluster.masterStatus(m, 200)))).then(() =>
+          screen.write(render(cluster, statuses, load, failoverMs, lostWrites, events)),
+        );
+      }, 250);
+    }
+    await waitFor(() => load.stats.acked > 0, { timeoutMs: STEP_TIMEOUT_MS, what: 'the first acknowledged write', signal: opts.signal });
+
+    /** Time from `t0` to the first write acknowledged by `by` (or by anyone but `notBy`). */
+    const firstAckAfter = (t0: number, match: (m: Member) => boolean): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`no write was acknowledged within ${STEP_TIMEOUT_MS / 1000} s`));
+        }, STEP_TIMEOUT_MS);
+        const done = (): void => {
+          clearTimeout(timer);
+          off();
+          opts.signal.removeEventListener('abort', onAbort);
+        };
+        const onAbort = (): void => {
+          done();
+          reject(new Error('stopped'));
+        };
+        const off = load.onAck((e) => {
+          if (e.at > t0 && match(e.member)) {
+            done();
+            resolve(e.at - t0);
+          }
+        });
+        opts.signal.addEventListener('abort', onAbort, { once: true });
+      });
+
+    const verify = async (): Promise<void> => {
+      const leader = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+      const lost = await waitFor(() => findLostWrites(leader, load.ledger), { timeoutMs: STEP_TIMEOUT_MS, what: 'reading the ledger back' });
+      lostWrites = Math.max(lostWrites, lost.length);
+      if (lost.length > 0) note(`LOST ${lost.length} acknowledged writes, e.g. ${lost.slice(0, 3).join(', ')}`);
+    };
+
+    for (let i = 0; opts.failovers === undefined || i < opts.failovers; i++) {
+      await sleep(opts.intervalSeconds * 1000, opts.signal);
+      const victim = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+      const t0 = performance.now();
+      cluster.kill(victim);
+      note(`kill -9 ${victim.name} (leader)`);
+      const ms = await firstAckAfter(t0, (m) => m !== victim);
+      failoverMs.push(ms);
+      const next = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+      note(`failover ${i + 1}: ${next.name} leads, first write acknowledged ${Math.round(ms)} ms after the kill`);
+      await cluster.restart(victim);
+      await verify();
+      opts.signal.throwIfAborted();
+    }
+    for (let i = 0; i < opts.switchovers; i++) {
+      await sleep(opts.intervalSeconds * 1000, opts.signal);
+      const leader = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+      const target = cluster.members.find((m) => m !== leader && m.agent.running)!;
+      const t0 = performance.now();
+      await cluster.requestSwitchover(target);
+      const ms = await firstAckAfter(t0, (m) => m === target);
+      switchoverMs.push(ms);
+      note(`switchover ${i + 1}: ${leader.name} → ${target.name}, first write acknowledged ${Math.round(ms)} ms after the request`);
+      await verify();
+    }
+  } catch (err) {
+    if (!opts.signal.aborted) throw err;
+  } finally {
+    if (view) clearInterval(view);
+    await load.stop();
+    try {
+      if (!opts.signal.aborted || load.ledger.size > 0) {
+        const leader = await cluster.waitForLeader({ timeoutMs: 15_000 });
+        lostWrites = Math.max(lostWrites, (await findLostWrites(leader, load.ledger)).length);
+      }
+    } catch (err) {
+      opts.progress(`final check skipped: ${(err as Error).message}`);
+    }
+    await cluster.stop();
+  }
+  return {
+    failovers: failoverMs.length,
+    switchovers: switchoverMs.length,
+    ackedWrites: load.stats.acked,
+    failedWrites: load.stats.failed,
+    lostWrites,
+    failoverMs: stats(failoverMs),
+    switchoverMs: stats(switchoverMs),
+    leaseTtlSeconds: opts.leaseTtlSeconds,
+    members: opts.members,
+  };
+}
+
+/** One frame of the live view. */
+function render(
+  cluster: LocalCluster,
+  statuses: Map<Member, MasterStatus | undefined>,
+  load: WriteLoad,
+  failoverMs: number[],
+  lostWrites: number,
+  events: string[],
+): string {
+  const rows = cluster.members.map((m) => ({ m, s: statuses.get(m) }));
+  const leaderRow = rows.filter((r) => r.s?.writable).sort((a, b) => b.s!.epoch - a.s!.epoch)[0];
+  const head = leaderRow?.s?.appliedSeq ?? Math.max(0, ...rows.map((r) => r.s?.appliedSeq ?? 0));
+  const bold = (s: string): string => `\x1b[1m${s}\x1b[0m`;
+  const lostText = lostWrites === 0 ? `\x1b[32m${lostWrites}\x1b[0m` : `\x1b[41;97m ${lostWrites} \x1b[0m`;
+  const lines = [
+    bold(`hotstandby demo — cluster ${cluster.ref.namespace}/${cluster.ref.name}`) + '   (Ctrl-C to stop)',
+    '',
+    `leader: ${leaderRow ? `${bold(leaderRow.m.name)}  epoch ${leaderRow.s!.epoch}` : '\x1b[33m(electing)\x1b[0m'}`,
+    '',
+    `  ${'MEMBER'.padEnd(8)} ${'ROLE'.padEnd(10)} ${'EPOCH'.padStart(6)} ${'APPLIED'.padStart(9)} ${'LAG'.padStart(6)}  PROCESS`,
+    ...rows.map(({ m, s }) => {
+      const proc = m.agent.running && m.master.running ? 'running' : 'killed';
+      const role = s ? (s.writable ? 'leader' : s.role) : '-';
+      const lag = s ? String(Math.max(0, head - s.appliedSeq)) : '-';
+      return `  ${m.name.padEnd(8)} ${role.padEnd(10)} ${String(s?.epoch ?? '-').padStart(6)} ${String(s?.appliedSeq ?? '-').padStart(9)} ${lag.padStart(6)}  ${proc}`;
+    }),
+    '',
+    `writes acknowledged: ${bold(String(load.stats.acked))}   failed (not acknowledged): ${load.stats.failed}   acknowledged writes lost: ${lostText}`,
+    `failovers: ${failoverMs.length}   last: ${failoverMs.length ? `${Math.round(failoverMs.at(-1)!)} ms` : '-'}   p50: ${failoverMs.length ? `${Math.round(percentile(failoverMs, 50))} ms` : '-'}   max: ${failoverMs.length ? `${Math.round(Math.max(...failoverMs))} ms` : '-'}`,
+    '',
+    ...events,
+  ];
+  return `\x1b[H\x1b[2J${lines.join('\n')}\n`;
+}
