@@ -56,10 +56,12 @@ export interface StartEtcdOptions {
    * and find the same keys and revisions. Tests use it for real outages.
    */
   reuse?: { clientPort: number; peerPort: number; dataDir: string };
+  /** An etcd binary to run instead of the one on PATH (the dev cluster builds a newer one). */
+  binary?: string;
 }
 
 export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd> {
-  const binary = requireBinary(['etcd'], 'etcd-server');
+  const binary = opts.binary ?? requireBinary(['etcd'], 'etcd-server');
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-etcd-'));
   const name = opts.name ?? 'etcd';
   let lastError = '';

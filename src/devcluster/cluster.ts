@@ -1,0 +1,228 @@
+// A real Kubernetes control plane without containers: etcd, kube-apiserver
+// (RBAC + Node authorization, service-account tokens), kube-controller-manager,
+// kube-scheduler and kwok (fake nodes whose pods become Running), all local
+// processes on free loopback ports. Tests start one per file; `hotstandby
+// dev-cluster up` runs one in the background for users.
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { ManagedProcess } from '../lib/childproc.ts';
+import { startEtcd, type LocalEtcd } from '../lib/localstores.ts';
+import { freePort } from '../lib/ports.ts';
+import { waitFor } from '../lib/time.ts';
+import { requireBinaries, type ControlPlaneBinaries } from './binaries.ts';
+import { makePki } from './pki.ts';
+import { KWOK_STAGES } from './kwok-stages.ts';
+
+const run = promisify(execFile);
+
+export const FAKE_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
+const SERVICE_CIDR = '10.96.0.0/16';
+const READY_TIMEOUT_MS = 120_000;
+
+export interface DevClusterOptions {
+  workDir?: string;
+  /** Fake nodes kwok manages (default 2). */
+  nodes?: number;
+  /** Called with a line per step, for progress. */
+  progress?: (line: string) => void;
+}
+
+export interface DevCluster {
+  readonly workDir: string;
+  readonly kubeconfig: string;
+  /** https://127.0.0.1:PORT */
+  readonly server: string;
+  readonly binaries: ControlPlaneBinaries;
+  readonly processes: ManagedProcess[];
+  /** Runs the built kubectl against this cluster; rejects with stderr on a non-zero exit. */
+  kubectl(args: string[], opts?: { input?: string; timeoutMs?: number }): Promise<string>;
+  /** Stops every process (bounded) and removes the work directory. */
+  stop(): Promise<void>;
+}
+
+export async function startDevCluster(opts: DevClusterOptions = {}): Promise<DevCluster> {
+  const binaries = requireBinaries();
+  const progress = opts.progress ?? (() => undefined);
+  const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-kube-'));
+  fs.mkdirSync(workDir, { recursive: true });
+  const processes: ManagedProcess[] = [];
+  let etcd: LocalEtcd | undefined;
+  const stop = async (): Promise<void> => {
+    await Promise.allSettled(processes.reverse().map((p) => p.stop(5000)));
+    await etcd?.stop();
+    fs.rmSync(workDir, { recursive: true, force: true });
+  };
+  try {
+    progress('etcd');
+    etcd = await startEtcd({ workDir, binary: binaries.etcd, name: 'kube-etcd' });
+    const pki = makePki(path.join(workDir, 'pki'));
+    const token = randomBytes(24).toString('hex');
+    const tokenFile = path.join(workDir, 'pki', 'tokens.csv');
+    fs.writeFileSync(tokenFile, `${token},admin,admin,"system:masters"\n`, { mode: 0o600 });
+    const apiPort = await freePort();
+    const server = `https://127.0.0.1:${apiPort}`;
+    const kubeconfig = path.join(workDir, 'kubeconfig');
+    fs.writeFileSync(kubeconfig, kubeconfigYaml(server, fs.readFileSync(pki.caCert), token), { mode: 0o600 });
+    const spawn = (name: string, command: string, args: string[]): ManagedProcess => {
+      const p = new ManagedProcess({ name, command, args, logFile: path.join(workDir, `${name}.log`) });
+      processes.push(p);
+      return p;
+    };
+
+    progress('kube-apiserver');
+    const apiserver = spawn('kube-apiserver', binaries.kubeApiserver, [
+      `--etcd-servers=${etcd.endpoint}`,
+      '--bind-address=127.0.0.1',
+      '--advertise-address=127.0.0.1',
+      `--secure-port=${apiPort}`,
+      `--tls-cert-file=${pki.servingCert}`,
+      `--tls-private-key-file=${pki.servingKey}`,
+      `--client-ca-file=${pki.caCert}`,
+      `--token-auth-file=${tokenFile}`,
+      '--authorization-mode=Node,RBAC',
+      '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+      `--service-account-key-file=${pki.serviceAccountPub}`,
+      `--service-account-signing-key-file=${pki.serviceAccountKey}`,
+      `--service-cluster-ip-range=${SERVICE_CIDR}`,
+      '--allow-privileged=true',
+      '--profiling=false',
+      // The endpoint reconciler refuses a loopback address; nothing in-cluster dials the apiserver's Service here.
+      '--endpoint-reconciler-type=none',
+      `--cert-dir=${path.join(workDir, 'pki')}`,
+    ]);
+    const kubectl = async (args: string[], o: { input?: string; timeoutMs?: number } = {}): Promise<string> => {
+      const child = run(binaries.kubectl, ['--kubeconfig', kubeconfig, ...args], { timeout: o.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 });
+      if (o.input !== undefined) {
+        child.child.stdin?.end(o.input);
+      }
+      try {
+        return (await child).stdout;
+      } catch (err) {
+        const e = err as { stderr?: string; message: string };
+        throw new Error(`kubectl ${args.join(' ')} failed: ${(e.stderr || e.message).trim()}`);
+      }
+    };
+    await untilOneExits(
+      processes,
+      waitFor(async () => (await kubectl(['get', '--raw', '/readyz'], { timeoutMs: 5000 })).trim() === 'ok', {
+        timeoutMs: READY_TIMEOUT_MS,
+        intervalMs: 500,
+        what: `kube-apiserver /readyz (log: ${apiserver.logFile})`,
+      }),
+    );
+
+    progress('kube-controller-manager, kube-scheduler, kwok');
+    const kcm = spawn('kube-controller-manager', binaries.kubeControllerManager, [
+      `--kubeconfig=${kubeconfig}`,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+      '--bind-address=127.0.0.1',
+      `--secure-port=${await freePort()}`,
+      `--service-account-private-key-file=${pki.serviceAccountKey}`,
+      `--root-ca-file=${pki.caCert}`,
+      `--service-cluster-ip-range=${SERVICE_CIDR}`,
+      '--leader-elect=false',
+      '--use-service-account-credentials=false',
+      '--controllers=*,-nodeipam',
+    ]);
+    spawn('kube-scheduler', binaries.kubeScheduler, [
+      `--kubeconfig=${kubeconfig}`,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+      '--bind-address=127.0.0.1',
+      `--secure-port=${await freePort()}`,
+      '--leader-elect=false',
+    ]);
+    const stagesFile = path.join(workDir, 'kwok-stages.yaml');
+    fs.writeFileSync(stagesFile, KWOK_STAGES);
+    spawn('kwok', binaries.kwok, [
+      `--kubeconfig=${kubeconfig}`,
+      `--config=${stagesFile}`,
+      '--node-lease-duration-seconds=40',
+      '--manage-all-nodes=false',
+      `--manage-nodes-with-annotation-selector=${FAKE_NODE_ANNOTATION}=fake`,
+      `--server-address=127.0.0.1:${await freePort()}`,
+      '--cidr=10.244.0.0/16',
+      '--node-ip=127.0.0.1',
+    ]);
+    const nodes = opts.nodes ?? 2;
+    await kubectl(['apply', '-f', '-'], { input: Array.from({ length: nodes }, (_, i) => fakeNodeYaml(`kwok-node-${i}`)).join('---\n') });
+
+    progress('waiting for nodes Ready and the default service account');
+    await untilOneExits(processes, waitFor(
+      async () => {
+        const ready = await kubectl(['get', 'nodes', '-o', 'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}']);
+        const sa = await kubectl(['get', 'serviceaccount', 'default', '-n', 'default', '-o', 'name']).catch(() => '');
+        return ready.split(' ').filter((s) => s === 'True').length === nodes && sa.trim() !== '';
+      },
+      { timeoutMs: READY_TIMEOUT_MS, intervalMs: 500, what: `${nodes} kwok nodes Ready and the default ServiceAccount (kube-controller-manager log: ${kcm.logFile})` },
+    ));
+    progress(`ready: ${server}`);
+    return { workDir, kubeconfig, server, binaries, processes, kubectl, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** `work`, unless one of the processes exits first: then its log tail says why. */
+async function untilOneExits<T>(processes: ManagedProcess[], work: Promise<T>): Promise<T> {
+  let onExit: Promise<never> | undefined;
+  const exits = processes.map((p) =>
+    p.exited.then((status) => {
+      throw new Error(`${p.name} exited (${status.signal ?? `code ${status.code}`}); its log (${p.logFile}) ends with:\n${p.tail(15)}`);
+    }),
+  );
+  onExit = Promise.race(exits);
+  onExit.catch(() => undefined); // observed below; not an unhandled rejection when work wins
+  try {
+    return await Promise.race([work, onExit]);
+  } finally {
+    onExit = undefined;
+  }
+}
+
+function kubeconfigYaml(server: string, caPem: Buffer, token: string): string {
+  return `apiVersion: v1
+kind: Config
+clusters:
+- name: dev
+  cluster:
+    server: ${server}
+    certificate-authority-data: ${caPem.toString('base64')}
+users:
+- name: admin
+  user:
+    token: ${token}
+contexts:
+- name: dev
+  context:
+    cluster: dev
+    user: admin
+    namespace: default
+current-context: dev
+`;
+}
+
+function fakeNodeYaml(name: string): string {
+  return `apiVersion: v1
+kind: Node
+metadata:
+  name: ${name}
+  annotations:
+    ${FAKE_NODE_ANNOTATION}: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/hostname: ${name}
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+`;
+}
