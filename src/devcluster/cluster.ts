@@ -103,7 +103,7 @@ export async function startDevCluster(opts: DevClusterOptions = {}): Promise<Dev
         return (await child).stdout;
       } catch (err) {
         const e = err as { stderr?: string; message: string };
-        throw new Error(`kubectl ${args.join(' ')} failed: ${(e.stderr || e.message).trim()}`);
+        throw new Error(`kubectl ${args.join(' ')} failed: ${(e.stderr || e.message).trim()}`, { cause: err });
       }
     };
     await untilOneExits(
@@ -171,19 +171,15 @@ export async function startDevCluster(opts: DevClusterOptions = {}): Promise<Dev
 
 /** `work`, unless one of the processes exits first: then its log tail says why. */
 async function untilOneExits<T>(processes: ManagedProcess[], work: Promise<T>): Promise<T> {
-  let onExit: Promise<never> | undefined;
-  const exits = processes.map((p) =>
-    p.exited.then((status) => {
-      throw new Error(`${p.name} exited (${status.signal ?? `code ${status.code}`}); its log (${p.logFile}) ends with:\n${p.tail(15)}`);
-    }),
+  const onExit = Promise.race(
+    processes.map((p) =>
+      p.exited.then((status): never => {
+        throw new Error(`${p.name} exited (${status.signal ?? `code ${status.code}`}); its log (${p.logFile}) ends with:\n${p.tail(15)}`);
+      }),
+    ),
   );
-  onExit = Promise.race(exits);
-  onExit.catch(() => undefined); // observed below; not an unhandled rejection when work wins
-  try {
-    return await Promise.race([work, onExit]);
-  } finally {
-    onExit = undefined;
-  }
+  onExit.catch(() => undefined); // observed by the race; not unhandled when `work` wins
+  return Promise.race([work, onExit]);
 }
 
 function kubeconfigYaml(server: string, caPem: Buffer, token: string): string {
