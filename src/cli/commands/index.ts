@@ -3,8 +3,9 @@
 import type { Command } from '../command.ts';
 import { agentCommand } from './agent.ts';
 import { demoCommand } from './demo.ts';
+import { devClusterCommand } from './dev-cluster.ts';
 import { kvmasterCommand } from './kvmaster.ts';
 import { statusCommand } from './status.ts';
 import { switchoverCommand } from './switchover.ts';
 
-export const commands: Command[] = [demoCommand, agentCommand, kvmasterCommand, statusCommand, switchoverCommand];
+export const commands: Command[] = [demoCommand, agentCommand, kvmasterCommand, statusCommand, switchoverCommand, devClusterCommand];
