@@ -1,0 +1,30 @@
+# One image for the operator and the agent: the CLI subcommand chooses the role
+# (`hotstandby operator`, `hotstandby agent`). Node 24 is the project's pinned LTS.
+# test/integration/image-layout.test.ts re-enacts these steps without Docker.
+ARG NODE_IMAGE=node:24-bookworm-slim
+
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+FROM ${NODE_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="hotstandby-operator" \
+      org.opencontainers.image.description="Runs a stateful master as one leader plus hot standbys; operator and agent in one image" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/hotstandby-dev/hotstandby-operator"
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json ./
+# Production dependencies only: no TypeScript, no test tools, no second Node.
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/dist ./dist
+COPY bin ./bin
+COPY crds ./crds
+COPY docs/local-api.openapi.yaml ./docs/local-api.openapi.yaml
+USER 10001:10001
+ENTRYPOINT ["node", "/app/bin/hotstandby.js"]
+CMD ["--help"]
