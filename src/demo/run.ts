@@ -31,6 +31,8 @@ export interface DemoSummary {
   switchoverMs: Stats | null;
   leaseTtlSeconds: number;
   members: number;
+  /** Every run's duration, in order, for plots. */
+  runs: { failoverMs: number[]; switchoverMs: number[] };
 }
 
 interface Stats {
@@ -157,6 +159,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     switchoverMs: stats(switchoverMs),
     leaseTtlSeconds: opts.leaseTtlSeconds,
     members: opts.members,
+    runs: { failoverMs: failoverMs.map(Math.round), switchoverMs: switchoverMs.map(Math.round) },
   };
 }
 
