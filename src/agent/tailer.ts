@@ -47,6 +47,8 @@ export class OpLogTailer {
   /** Epoch of the last entry handed on; 0 before the first one. */
   private lastEpoch = 0;
   private closed = false;
+  /** A fault found after good entries: those go first, the resync on the next call. */
+  private pendingResync: TailEvent | undefined;
 
   constructor(opts: OpLogTailerOptions) {
     if (!Number.isSafeInteger(opts.fromSeq) || opts.fromSeq < 1) throw new Error(`fromSeq must be an integer >= 1, got ${opts.fromSeq}`);
@@ -71,6 +73,7 @@ export class OpLogTailer {
   async next(signal: AbortSignal): Promise<TailEvent> {
     if (this.closed) throw new Error('tailer is closed');
     signal.throwIfAborted();
+    if (this.pendingResync) return this.pendingResync;
     const onAbort = (): void => this.conn.disconnect();
     signal.addEventListener('abort', onAbort, { once: true });
     try {
@@ -100,8 +103,17 @@ export class OpLogTailer {
     return { type: 'idle', headSeq };
   }
 
+  /** The good entries before the first fault; the fault is answered on the next call. */
   private async check(items: Array<[string, string[]]>): Promise<TailEvent> {
     const entries: OpEntry[] = [];
+    const fault = await this.collect(items, entries);
+    if (!fault) return { type: 'entries', entries };
+    if (entries.length === 0) return fault;
+    this.pendingResync = fault;
+    return { type: 'entries', entries };
+  }
+
+  private async collect(items: Array<[string, string[]]>, entries: OpEntry[]): Promise<TailEvent | undefined> {
     for (const [id, fields] of items) {
       const seq = seqOfId(id);
       if (!id.endsWith('-0') || seq < this.expectedSeq) {
@@ -126,7 +138,7 @@ export class OpLogTailer {
       this.lastEpoch = entry.epoch;
       this.expectedSeq = seq + 1;
     }
-    return { type: 'entries', entries };
+    return undefined;
   }
 
   /** Why an entry with a new epoch cannot follow the history handed on so far; undefined when it can. */

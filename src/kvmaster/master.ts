@@ -174,16 +174,22 @@ export class KvMaster {
   private async follow(signal: AbortSignal): Promise<void> {
     // An append still in flight from our time as leader applies before we follow.
     await this.appendInFlight;
+    // A fault the newest snapshot does not cover (say, a corrupt entry after
+    // it) repeats until the leader stores a newer snapshot: back off meanwhile.
+    let resyncs = 0;
     while (!signal.aborted && !this.closed) {
       try {
         for await (const line of this.client.stream(this.store.appliedSeq + 1, signal)) {
           if (line.type === 'entry') {
             this.store.apply(line);
             this.scheduleAck();
+            resyncs = 0;
           } else if (line.type === 'heartbeat') {
             this.flushAck();
           } else {
-            this.log.warn({ reason: line.reason, snapshot: line.snapshot }, 'resync: reloading from the latest snapshot');
+            this.log.warn({ reason: line.reason, snapshot: line.snapshot, resyncs }, 'resync: reloading from the latest snapshot');
+            if (resyncs > 0) await sleep(Math.min(100 * 2 ** resyncs, 2000), signal).catch(() => undefined);
+            resyncs++;
             await this.loadSnapshot();
           }
         }
