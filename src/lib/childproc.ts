@@ -135,3 +135,13 @@ export function findOnPath(command: string): string | undefined {
 export async function stopAllChildren(graceMs = 5000): Promise<void> {
   await Promise.all([...live].map((child) => child.stop(graceMs).catch(() => undefined)));
 }
+
+/** Whether a process with this pid exists (signal 0 checks without sending). */
+export function isProcessAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -8,18 +8,10 @@ import { promisify } from 'node:util';
 import { expect, it } from 'vitest';
 import { describeE2E, useDevCluster } from '../harness/kube.ts';
 import { waitFor } from '../../src/lib/time.ts';
+import { isProcessAlive as alive } from '../../src/lib/childproc.ts';
 
 const run = promisify(execFile);
 const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describeE2E('dev cluster', () => {
   const cluster = useDevCluster();

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runDemo } from '../../src/demo/run.ts';
 import { waitFor } from '../../src/lib/time.ts';
+import { isProcessAlive as alive } from '../../src/lib/childproc.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
 
@@ -25,15 +26,6 @@ function descendants(pid: number): number[] {
   };
   walk(pid);
   return found;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describe('hotstandby demo', () => {

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from '../command.ts';
 import { UsageError } from '../command.ts';
 import { sleep } from '../../lib/time.ts';
+import { isProcessAlive as alive } from '../../lib/childproc.ts';
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'hotstandby.js');
 
@@ -58,15 +59,6 @@ function writeState(dir: string, state: State): void {
   const file = path.join(dir, 'state.json');
   fs.writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2));
   fs.renameSync(`${file}.tmp`, file);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function up(dir: string): Promise<number> {
