@@ -121,4 +121,25 @@ describe('kvmaster with real agents', () => {
     const res = await get(next, 'frozen');
     expect(res.status).toBe(404);
   }, 60_000);
+
+  it('a whole leader (agent and master) stopped past the TTL acknowledges nothing once resumed', async () => {
+    const old = await cluster.waitForLeader();
+    old.agent.killNow('SIGSTOP');
+    old.master.killNow('SIGSTOP');
+    try {
+      const next = await cluster.waitForLeader({ not: old, timeoutMs: 20_000 });
+      expect((await put(next, 'whole', 'new')).status).toBe(200);
+      // Sent while the old master is frozen; it reads it only once resumed.
+      const during = fetch(`http://${old.kvAddress}/kv/whole`, { method: 'PUT', body: 'old', signal: AbortSignal.timeout(30_000) });
+      await sleep(300);
+      old.master.killNow('SIGCONT');
+      old.agent.killNow('SIGCONT');
+      expect((await during).status).not.toBe(200);
+      expect((await put(old, 'whole', 'old-again')).status).toBe(409);
+      expect(((await (await get(next, 'whole')).json()) as { value: string }).value).toBe('new');
+    } finally {
+      old.master.killNow('SIGCONT');
+      old.agent.killNow('SIGCONT');
+    }
+  }, 60_000);
 });
