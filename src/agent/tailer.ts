@@ -61,11 +61,6 @@ export class OpLogTailer {
     this.batchSize = opts.batchSize ?? 1000;
   }
 
-  /** The sequence the next entry must carry. */
-  get nextSeq(): number {
-    return this.expectedSeq;
-  }
-
   /**
    * Waits up to blockMs for entries after the last one handed on. Aborting the
    * signal ends a blocked read at once (the connection is dropped) and rejects.

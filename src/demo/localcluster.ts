@@ -19,7 +19,7 @@ import { ManagedProcess } from '../lib/childproc.ts';
 import { etcdKeys, type ClusterRef } from '../lib/keys.ts';
 import { startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../lib/localstores.ts';
 import { freePort, waitForPort } from '../lib/ports.ts';
-import { sleep, waitFor } from '../lib/time.ts';
+import { waitFor } from '../lib/time.ts';
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'hotstandby.js');
 
@@ -214,7 +214,6 @@ export class LocalCluster {
   async stop(): Promise<void> {
     await Promise.allSettled(this.members.flatMap((m) => [m.master.stop(3000), m.agent.stop(3000)]));
     await Promise.allSettled([this.etcd.stop(), this.redis.stop()]);
-    await sleep(0);
     fs.rmSync(this.workDir, { recursive: true, force: true });
   }
 }
