@@ -1,0 +1,88 @@
+// The status the operator derives from a cluster view: pure logic.
+import { describe, expect, it } from 'vitest';
+import type { ClusterView, MemberView } from '../../src/cli/clusterview.ts';
+import { mergeConditions, statusFromView, statusWithProblem, type StatusInput } from '../../src/operator/status.ts';
+
+function member(name: string, appliedSeq: number, lag: number, over: Partial<MemberView> = {}): MemberView {
+  return { member: name, role: 'standby', address: '', receivedSeq: appliedSeq, appliedSeq, lag, state: 'ok', lastHeartbeat: '2026-11-25T00:00:09.000Z', heartbeatAgeMs: 500, version: '0.1.0', isLeader: false, ...over };
+}
+
+function view(leader: { member: string; epoch: number; since: string } | null, members: MemberView[]): ClusterView {
+  return {
+    cluster: 'ns/kv',
+    readAt: '2026-11-25T00:00:10.000Z',
+    etcdRevision: 100,
+    leader: leader ? { ...leader, address: '', ageMs: 1000 } : null,
+    members,
+    log: { headSeq: 500, source: 'stream', fencingEpoch: leader?.epoch ?? null },
+    snapshot: null,
+    switchover: null,
+    problems: [],
+  };
+}
+
+const input = (previous?: StatusInput['previous']): StatusInput => ({
+  name: 'kv',
+  generation: 3,
+  spec: { replicas: 3, master: { image: 'x' } },
+  previous,
+  now: new Date('2026-11-25T00:00:10.000Z'),
+});
+
+describe('statusFromView', () => {
+  const members = [member('kv-0', 500, 0, { role: 'leader', isLeader: true }), member('kv-1', 480, 20), member('kv-2', 499, 1)];
+
+  it('a healthy cluster is Running with its leader, readiness and largest standby lag', () => {
+    const s = statusFromView(input(), view({ member: 'kv-0', epoch: 7, since: '2026-11-25T00:00:00.000Z' }, members));
+    expect(s).toMatchObject({ phase: 'Running', ready: '3/3', readyReplicas: 3, maxLag: 20, leader: { pod: 'kv-0', epoch: 7 }, oplog: { headSeq: 500 }, failoverCount: 0, snapshot: { state: 'None' } });
+    expect(s.conditions?.find((c) => c.type === 'Available')?.status).toBe('True');
+  });
+
+  it('a member with a stale heartbeat is not ready: Degraded', () => {
+    const stale = [...members.slice(0, 2), member('kv-2', 499, 1, { heartbeatAgeMs: 9000 })];
+    const s = statusFromView(input(), view({ member: 'kv-0', epoch: 7, since: '' }, stale));
+    expect(s.phase).toBe('Degraded');
+    expect(s.ready).toBe('2/3');
+  });
+
+  it('a new epoch counts one failover, with who and how long since the old leader was last seen', () => {
+    const before = statusFromView(input(), view({ member: 'kv-0', epoch: 7, since: '2026-11-25T00:00:00.000Z' }, members));
+    const after = statusFromView(input(before), view({ member: 'kv-2', epoch: 9, since: '2026-11-25T00:00:14.500Z' }, members.slice(1)), {
+      pod: 'kv-0',
+      epoch: 7,
+      lastHeartbeat: '2026-11-25T00:00:09.000Z',
+    });
+    expect(after.failoverCount).toBe(1);
+    expect(after.lastFailover).toEqual({ time: '2026-11-25T00:00:14.500Z', from: 'kv-0', to: 'kv-2', durationMs: 5500 });
+    // Seen again at the same epoch: not counted twice.
+    expect(statusFromView(input(after), view({ member: 'kv-2', epoch: 9, since: '2026-11-25T00:00:14.500Z' }, members)).failoverCount).toBe(1);
+  });
+
+  it('no leader: the last leader is kept (so the failover is counted once) and Available turns False', () => {
+    const before = statusFromView(input(), view({ member: 'kv-0', epoch: 7, since: '' }, members));
+    const during = statusFromView(input(before), view(null, members.slice(1)));
+    expect(during.leader).toEqual(before.leader);
+    expect(during.phase).toBe('Degraded');
+    expect(during.conditions?.find((c) => c.type === 'Available')).toMatchObject({ status: 'False', reason: 'NoLeader' });
+  });
+
+  it('a problem keeps the rest of the status and sets phase and condition', () => {
+    const before = statusFromView(input(), view({ member: 'kv-0', epoch: 7, since: '' }, members));
+    const s = statusWithProblem(input(before), { phase: 'Degraded', type: 'Available', reason: 'StoresUnreachable', message: 'etcd down' });
+    expect(s.leader).toEqual(before.leader);
+    expect(s.conditions?.find((c) => c.type === 'Available')).toMatchObject({ status: 'False', reason: 'StoresUnreachable', message: 'etcd down' });
+  });
+});
+
+describe('mergeConditions', () => {
+  it('moves lastTransitionTime only when the status changes', () => {
+    const t1 = new Date('2026-11-25T00:00:00Z');
+    const t2 = new Date('2026-11-25T00:01:00Z');
+    const a = mergeConditions(undefined, t1, 1, [{ type: 'Ready', status: 'True', reason: 'R', message: 'm' }]);
+    const b = mergeConditions(a, t2, 2, [{ type: 'Ready', status: 'True', reason: 'R', message: 'm2' }]);
+    expect(b[0]!.lastTransitionTime).toBe(t1.toISOString());
+    expect(b[0]!.observedGeneration).toBe(2);
+    const c = mergeConditions(b, t2, 2, [{ type: 'Ready', status: 'False', reason: 'R', message: 'm' }]);
+    expect(c[0]!.lastTransitionTime).toBe(t2.toISOString());
+  });
+});
