@@ -5,7 +5,8 @@ import { agentCommand } from './agent.ts';
 import { demoCommand } from './demo.ts';
 import { devClusterCommand } from './dev-cluster.ts';
 import { kvmasterCommand } from './kvmaster.ts';
+import { operatorCommand } from './operator.ts';
 import { statusCommand } from './status.ts';
 import { switchoverCommand } from './switchover.ts';
 
-export const commands: Command[] = [demoCommand, agentCommand, kvmasterCommand, statusCommand, switchoverCommand, devClusterCommand];
+export const commands: Command[] = [demoCommand, agentCommand, kvmasterCommand, operatorCommand, statusCommand, switchoverCommand, devClusterCommand];
