@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import type { Command } from '../command.ts';
 import { UsageError } from '../command.ts';
+import { untilStopSignal } from '../signals.ts';
 import { AGENT_DEFAULTS, ConfigError, FLAG_NAMES, resolveAgentConfig, type AgentConfig, type RawAgentSettings } from '../../agent/config.ts';
 
 const help = `Usage: hotstandby agent --cluster NS/NAME --address HOST:PORT --etcd URLS --redis URL [options]
@@ -77,18 +78,8 @@ export const agentCommand: Command = {
     // Imported here so `hotstandby --help` does not load the store clients.
     const { Agent } = await import('../../agent/agent.ts');
     const agent = await Agent.start(config);
-    await new Promise<void>((resolve) => {
-      const stop = (signal: string): void => {
-        process.off('SIGTERM', onTerm);
-        process.off('SIGINT', onInt);
-        process.stderr.write(`received ${signal}; resigning and stopping\n`);
-        resolve();
-      };
-      const onTerm = (): void => stop('SIGTERM');
-      const onInt = (): void => stop('SIGINT');
-      process.on('SIGTERM', onTerm);
-      process.on('SIGINT', onInt);
-    });
+    const signal = await untilStopSignal();
+    process.stderr.write(`received ${signal}; resigning and stopping\n`);
     await agent.close();
     return 0;
   },

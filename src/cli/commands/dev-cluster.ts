@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from '../command.ts';
 import { UsageError } from '../command.ts';
+import { untilStopSignal } from '../signals.ts';
 import { sleep } from '../../lib/time.ts';
 import { isProcessAlive as alive } from '../../lib/childproc.ts';
 
@@ -140,10 +141,7 @@ async function serve(dir: string): Promise<number> {
     return 1;
   }
   writeState(dir, { pid: process.pid, status: 'ready', kubeconfig: cluster.kubeconfig, server: cluster.server, startedAt });
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', () => resolve());
-    process.once('SIGINT', () => resolve());
-  });
+  await untilStopSignal();
   await cluster.stop();
   return 0;
 }

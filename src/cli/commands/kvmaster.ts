@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import type { Command } from '../command.ts';
 import { UsageError } from '../command.ts';
+import { untilStopSignal } from '../signals.ts';
 
 const help = `Usage: hotstandby kvmaster --listen HOST:PORT --agent-api HOST:PORT|unix:/path [--log-level LEVEL]
 
@@ -51,15 +52,7 @@ export const kvmasterCommand: Command = {
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
-    await new Promise<void>((resolve) => {
-      const stop = (): void => {
-        process.off('SIGTERM', stop);
-        process.off('SIGINT', stop);
-        resolve();
-      };
-      process.on('SIGTERM', stop);
-      process.on('SIGINT', stop);
-    });
+    await untilStopSignal();
     await master.close();
     return 0;
   },

@@ -3,6 +3,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Command } from '../command.ts';
 import { UsageError } from '../command.ts';
+import { untilStopSignal } from '../signals.ts';
 
 const help = `Usage: hotstandby operator [--leader-elect=true|false] [--lease-name NAME] [--lease-namespace NS]
                            [--namespaces a,b] [--metrics-port 8080] [--resync-seconds 2]
@@ -105,15 +106,7 @@ export const operatorCommand: Command = {
     };
     started = true;
     loop();
-    await new Promise<void>((resolve) => {
-      const stop = (): void => {
-        process.off('SIGTERM', stop);
-        process.off('SIGINT', stop);
-        resolve();
-      };
-      process.on('SIGTERM', stop);
-      process.on('SIGINT', stop);
-    });
+    await untilStopSignal();
     stopping = true;
     if (timer) clearTimeout(timer);
     await pass;
