@@ -10,7 +10,7 @@ import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } fr
 import { Etcd3 } from 'etcd3';
 import { Redis } from 'ioredis';
 import { GROUP, PLURAL, VERSION, type HotStandbyCluster, type HotStandbyClusterStatus } from '../api/v1alpha1.ts';
-import { readClusterView } from '../cli/clusterview.ts';
+import { readClusterView } from '../lib/clusterview.ts';
 import type { Logger } from '../lib/log.ts';
 import { withTimeout } from '../lib/time.ts';
 import type { Metrics } from './metrics.ts';

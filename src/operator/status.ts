@@ -1,7 +1,7 @@
 // The HotStandbyCluster status from what the agents publish (a ClusterView
 // read from etcd and the stream server). Pure: the previous status and the
 // clock come in, the next status goes out.
-import type { ClusterView } from '../cli/clusterview.ts';
+import type { ClusterView } from '../lib/clusterview.ts';
 import type { HotStandbyClusterSpec, HotStandbyClusterStatus } from '../api/v1alpha1.ts';
 
 type Condition = NonNullable<HotStandbyClusterStatus['conditions']>[number];

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { Redis } from 'ioredis';
 import { useStores } from '../harness/stores.ts';
-import { readClusterView, parseEtcdEndpoints } from '../../src/cli/clusterview.ts';
+import { readClusterView, parseEtcdEndpoints } from '../../src/lib/clusterview.ts';
 import { formatAge, formatBytes, formatTable, renderClusterView, runStatus, type CommandIo } from '../../src/cli/commands/status.ts';
 import { parseDuration, runSwitchover } from '../../src/cli/commands/switchover.ts';
 import { UsageError } from '../../src/cli/command.ts';

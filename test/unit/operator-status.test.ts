@@ -1,6 +1,6 @@
 // The status the operator derives from a cluster view: pure logic.
 import { describe, expect, it } from 'vitest';
-import type { ClusterView, MemberView } from '../../src/cli/clusterview.ts';
+import type { ClusterView, MemberView } from '../../src/lib/clusterview.ts';
 import { mergeConditions, statusFromView, statusWithProblem, type StatusInput } from '../../src/operator/status.ts';
 
 function member(name: string, appliedSeq: number, lag: number, over: Partial<MemberView> = {}): MemberView {

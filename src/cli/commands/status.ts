@@ -6,7 +6,7 @@ import type { Etcd3 } from 'etcd3';
 import type { Redis } from 'ioredis';
 import type { Command } from '../command.ts';
 import { UsageError } from '../command.ts';
-import { parseEtcdEndpoints, readClusterView, type ClusterView } from '../clusterview.ts';
+import { parseEtcdEndpoints, readClusterView, type ClusterView } from '../../lib/clusterview.ts';
 import { parseClusterId, type ClusterRef } from '../../lib/keys.ts';
 import { sleep } from '../../lib/time.ts';
 

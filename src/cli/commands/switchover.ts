@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import type { Etcd3 } from 'etcd3';
 import type { Command } from '../command.ts';
 import { UsageError } from '../command.ts';
-import { readClusterView, type ClusterView } from '../clusterview.ts';
+import { readClusterView, type ClusterView } from '../../lib/clusterview.ts';
 import { etcdKeys, type EtcdKeys } from '../../lib/keys.ts';
 import type { LeaderRecord } from '../../agent/types.ts';
 import { sleep, withTimeout } from '../../lib/time.ts';

@@ -6,8 +6,8 @@
 import type { Etcd3, IRangeResponse } from 'etcd3';
 import type { Redis } from 'ioredis';
 import type { AgentRole, LeaderRecord, MemberStatus, SnapshotDescriptor } from '../agent/types.ts';
-import { clusterId, etcdKeys, streamKeys, type ClusterRef } from '../lib/keys.ts';
-import { withTimeout } from '../lib/time.ts';
+import { clusterId, etcdKeys, streamKeys, type ClusterRef } from './keys.ts';
+import { withTimeout } from './time.ts';
 
 export interface LeaderView extends LeaderRecord {
   /** Milliseconds since `since`; null when `since` is not a time. */
