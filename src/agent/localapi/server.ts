@@ -426,7 +426,8 @@ export async function startLocalApi(opts: LocalApiOptions): Promise<LocalApiServ
       await route.handler({ req, res, query: url.searchParams, param, signal: controller.signal, backend: opts.backend, log: reqLog });
     } catch (err) {
       const e = err instanceof RequestError ? err.http : mapBackendError(err);
-      reqLog.warn({ status: e.status, code: e.body.error.code, field: e.body.error.field, err: e.body.error.message }, 'request refused');
+      // 404 is routine (a master asks for a snapshot before one exists): debug, not warn.
+      reqLog[e.status === 404 ? 'debug' : 'warn']({ status: e.status, code: e.body.error.code, field: e.body.error.field, err: e.body.error.message }, 'request refused');
       if (!res.headersSent && !res.destroyed) {
         // A body we refused to read must not be parsed as the next request on this connection.
         if (!req.complete) res.setHeader('connection', 'close');
