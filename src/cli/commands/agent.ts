@@ -1,8 +1,7 @@
 // `hotstandby agent`: the process beside every master. SIGTERM or SIGINT
 // resign leadership (a standby takes over at once) and exit.
-import { parseArgs } from 'node:util';
 import type { Command } from '../command.ts';
-import { UsageError } from '../command.ts';
+import { UsageError, parseFlags } from '../command.ts';
 import { untilStopSignal } from '../signals.ts';
 import { AGENT_DEFAULTS, ConfigError, FLAG_NAMES, resolveAgentConfig, type AgentConfig, type RawAgentSettings } from '../../agent/config.ts';
 
@@ -44,17 +43,10 @@ const FLAG_TO_FIELD = Object.fromEntries(
 ) as Record<string, keyof AgentConfig>;
 
 export function parseAgentFlags(argv: string[]): RawAgentSettings {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: Object.fromEntries(Object.keys(FLAG_TO_FIELD).map((flag) => [flag, { type: 'string' as const }])),
-      allowPositionals: false,
-      strict: true,
-    }));
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const values: Record<string, string | boolean | undefined> = parseFlags(
+    argv,
+    Object.fromEntries(Object.keys(FLAG_TO_FIELD).map((flag) => [flag, { type: 'string' as const }])),
+  );
   const raw: RawAgentSettings = {};
   for (const [flag, value] of Object.entries(values)) {
     const field = FLAG_TO_FIELD[flag];

@@ -1,7 +1,6 @@
 // `hotstandby demo`: the live demo (see src/demo/run.ts).
-import { parseArgs } from 'node:util';
 import type { Command } from '../command.ts';
-import { UsageError } from '../command.ts';
+import { UsageError, intFlag, parseFlags } from '../command.ts';
 
 const help = `Usage: hotstandby demo [--members 3] [--lease-ttl 5] [--interval 8] [--rate 200]
                        [--failovers N] [--switchovers M] [--json]
@@ -29,36 +28,20 @@ Examples:
   hotstandby demo
   hotstandby demo --failovers 20 --lease-ttl 2 --interval 1 --json`;
 
-function intFlag(value: string | undefined, name: string, min: number, max: number, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
-  return n;
-}
-
 export const demoCommand: Command = {
   name: 'demo',
   summary: 'live demo: 3 masters under write load, the leader killed every few seconds, zero writes lost',
   help,
   async run(argv) {
-    let values: Record<string, string | boolean | undefined>;
-    try {
-      ({ values } = parseArgs({
-        args: argv,
-        options: {
-          members: { type: 'string' },
-          'lease-ttl': { type: 'string' },
-          interval: { type: 'string' },
-          rate: { type: 'string' },
-          failovers: { type: 'string' },
-          switchovers: { type: 'string' },
-          json: { type: 'boolean' },
-        },
-        strict: true,
-      }));
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    const values: Record<string, string | boolean | undefined> = parseFlags(argv, {
+      members: { type: 'string' },
+      'lease-ttl': { type: 'string' },
+      interval: { type: 'string' },
+      rate: { type: 'string' },
+      failovers: { type: 'string' },
+      switchovers: { type: 'string' },
+      json: { type: 'boolean' },
+    });
     const str = (k: string): string | undefined => values[k] as string | undefined;
     const json = values.json === true;
     const opts = {

@@ -1,8 +1,7 @@
 // `hotstandby kvmaster`: the reference master, a key-value service that works
 // only through its agent's local API. SIGTERM/SIGINT stop it cleanly.
-import { parseArgs } from 'node:util';
 import type { Command } from '../command.ts';
-import { UsageError } from '../command.ts';
+import { UsageError, parseFlags } from '../command.ts';
 import { untilStopSignal } from '../signals.ts';
 
 const help = `Usage: hotstandby kvmaster --listen HOST:PORT --agent-api HOST:PORT|unix:/path [--log-level LEVEL]
@@ -31,16 +30,7 @@ export const kvmasterCommand: Command = {
   summary: 'run the reference key-value master beside an agent',
   help,
   async run(argv) {
-    let values: { listen?: string; 'agent-api'?: string; 'log-level'?: string };
-    try {
-      ({ values } = parseArgs({
-        args: argv,
-        options: { listen: { type: 'string' }, 'agent-api': { type: 'string' }, 'log-level': { type: 'string' } },
-        strict: true,
-      }));
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    const values = parseFlags(argv, { listen: { type: 'string' }, 'agent-api': { type: 'string' }, 'log-level': { type: 'string' } });
     if (!values.listen) throw new UsageError('--listen HOST:PORT is required (where clients reach this master)');
     if (!values['agent-api']) throw new UsageError('--agent-api is required (the address the agent was given as --api-listen)');
     const { startKvMaster } = await import('../../kvmaster/master.ts');

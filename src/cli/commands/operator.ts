@@ -1,8 +1,7 @@
 // `hotstandby operator`: the controller, as the Helm chart runs it.
 import os from 'node:os';
-import { parseArgs } from 'node:util';
 import type { Command } from '../command.ts';
-import { UsageError } from '../command.ts';
+import { UsageError, intFlag, parseFlags } from '../command.ts';
 import { untilStopSignal } from '../signals.ts';
 
 const help = `Usage: hotstandby operator [--leader-elect=true|false] [--lease-name NAME] [--lease-namespace NS]
@@ -38,25 +37,18 @@ export const operatorCommand: Command = {
   summary: 'run the controller: Lease-elected, keeps HotStandbyCluster status in step with the agents',
   help,
   async run(argv) {
-    let values: Record<string, string | undefined>;
-    try {
-      ({ values } = parseArgs({
-        args: argv,
-        options: Object.fromEntries(
-          ['leader-elect', 'lease-name', 'lease-namespace', 'namespaces', 'metrics-port', 'resync-seconds', 'log-level', 'agent-cluster-role'].map((f) => [
-            f,
-            { type: 'string' as const },
-          ]),
-        ),
-        strict: true,
-      }) as { values: Record<string, string | undefined> });
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    const values = parseFlags(
+      argv,
+      Object.fromEntries(
+        ['leader-elect', 'lease-name', 'lease-namespace', 'namespaces', 'metrics-port', 'resync-seconds', 'log-level', 'agent-cluster-role'].map((f) => [
+          f,
+          { type: 'string' as const },
+        ]),
+      ),
+    ) as Record<string, string | undefined>;
     const leaderElect = (values['leader-elect'] ?? 'true') !== 'false';
     if (!['true', 'false', undefined].includes(values['leader-elect'])) throw new UsageError('--leader-elect must be true or false');
-    const metricsPort = Number(values['metrics-port'] ?? 8080);
-    if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) throw new UsageError(`--metrics-port must be a port number, got ${values['metrics-port']}`);
+    const metricsPort = intFlag(values['metrics-port'], 'metrics-port', 0, 65535, 8080);
     const resyncSeconds = Number(values['resync-seconds'] ?? 2);
     if (!Number.isFinite(resyncSeconds) || resyncSeconds < 1 || resyncSeconds > 60) throw new UsageError(`--resync-seconds must be 1-60, got ${values['resync-seconds']}`);
     const namespaces = (values.namespaces ?? '').split(',').map((s) => s.trim()).filter(Boolean);
