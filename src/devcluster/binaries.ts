@@ -27,8 +27,13 @@ export function readVersions(file = VERSIONS_FILE): Record<string, string> {
   return versions;
 }
 
+/** Where hotstandby keeps what it builds and runs locally: $HOTSTANDBY_CACHE, else ~/.cache/hotstandby. */
+export function hotstandbyCacheRoot(): string {
+  return process.env.HOTSTANDBY_CACHE ?? path.join(os.homedir(), '.cache', 'hotstandby');
+}
+
 export function cacheDir(): string {
-  return path.join(process.env.HOTSTANDBY_CACHE ?? path.join(os.homedir(), '.cache', 'hotstandby'), 'controlplane');
+  return path.join(hotstandbyCacheRoot(), 'controlplane');
 }
 
 export function binaryPaths(): ControlPlaneBinaries {

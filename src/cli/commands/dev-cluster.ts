@@ -4,13 +4,13 @@
 // control plane's processes and records itself in a state file; `down` stops it.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from '../command.ts';
 import { UsageError } from '../command.ts';
 import { untilStopSignal } from '../signals.ts';
 import { sleep } from '../../lib/time.ts';
+import { hotstandbyCacheRoot } from '../../devcluster/binaries.ts';
 import { isProcessAlive as alive } from '../../lib/childproc.ts';
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'hotstandby.js');
@@ -45,7 +45,7 @@ interface State {
 }
 
 function defaultStateDir(): string {
-  return path.join(process.env.HOTSTANDBY_CACHE ?? path.join(os.homedir(), '.cache', 'hotstandby'), 'dev-cluster');
+  return path.join(hotstandbyCacheRoot(), 'dev-cluster');
 }
 
 function readState(dir: string): State | undefined {
