@@ -4,11 +4,8 @@
 import http from 'node:http';
 import readline from 'node:readline';
 import type { RoleStatus, SnapshotDescriptor } from '../agent/types.ts';
-
-export type StreamLine =
-  | { type: 'entry'; seq: number; epoch: number; op: string; key: string; payload: string }
-  | { type: 'heartbeat'; headSeq: number }
-  | { type: 'resync'; reason: string; snapshot: { id: string; seq: number } | null };
+// The wire shape of the log stream, as the agent defines it (type only: nothing of the agent is loaded).
+import type { StreamLine } from '../agent/localapi/backend.ts';
 
 /** A non-2xx answer from the agent: `code` is the API's error code (not_leader, fenced, unavailable, ...). */
 export class AgentApiError extends Error {
