@@ -10,6 +10,7 @@ import { UsageError } from '../command.ts';
 import { readClusterView, type ClusterView } from '../../lib/clusterview.ts';
 import { etcdKeys, type EtcdKeys } from '../../lib/keys.ts';
 import type { LeaderRecord } from '../../agent/types.ts';
+import { requestSwitchover, withdrawSwitchover } from '../../lib/switchover.ts';
 import { sleep, withTimeout } from '../../lib/time.ts';
 import { etcdUnreachable, formatAge, openStores, parseStoreFlags, renderClusterView, type CommandIo } from './status.ts';
 
@@ -48,11 +49,6 @@ export function parseDuration(value: string, flag: string): number {
     throw new UsageError(`${flag} must be a duration from 1s to 1h such as 30s, 1500ms or 2m, got ${JSON.stringify(value)}`);
   }
   return ms;
-}
-
-export interface SwitchoverRequestRecord {
-  target: string;
-  requestedAt: string;
 }
 
 function describeMembers(view: ClusterView): string {
@@ -123,19 +119,14 @@ export async function runSwitchover(argv: string[], io: CommandIo): Promise<numb
 
     // ---- request: only if the leader, the target's registration and the
     // pending request are as just validated (one etcd transaction).
-    const request: SwitchoverRequestRecord = { target, requestedAt: new Date().toISOString() };
-    const requestJson = JSON.stringify(request);
-    let txn = stores.etcd.if(keys.leader, 'Create', '==', leader.epoch).and(keys.member(target), 'Version', '>', 0);
-    if (!view.switchover) txn = txn.and(keys.switchover, 'Version', '==', 0);
-    let written: boolean;
+    let requestJson: string | undefined;
     try {
-      const res = await withTimeout(txn.then(stores.etcd.put(keys.switchover).value(requestJson)).commit(), CALL_TIMEOUT_MS, 'etcd to store the request');
-      written = res.succeeded;
+      requestJson = await requestSwitchover({ etcd: stores.etcd, keys, leaderEpoch: leader.epoch, target, replace: Boolean(view.switchover) });
     } catch (err) {
       io.err(etcdUnreachable(flags.etcdEndpoints, err));
       return 1;
     }
-    if (!written) {
+    if (requestJson === undefined) {
       io.err('the cluster changed while the request was being written (a new leader, the target left, or another switchover was requested); nothing was written. Run the command again.');
       return 1;
     }
@@ -160,7 +151,7 @@ export async function runSwitchover(argv: string[], io: CommandIo): Promise<numb
         return 1;
       case 'timeout':
       case 'interrupted': {
-        const withdrawn = await withdraw(stores.etcd, keys, requestJson);
+        const withdrawn = await withdrawSwitchover(stores.etcd, keys, requestJson);
         const why = outcome.kind === 'timeout' ? `timed out after ${formatAge(timeoutMs)} waiting for ${target} to lead` : 'interrupted';
         io.err(`${why}; the request was ${withdrawn ? 'withdrawn' : 'already gone'}. Current state:`);
         try {
@@ -230,20 +221,6 @@ async function waitForSwitchover(opts: {
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())), io.signal).catch(() => undefined);
   }
   return { kind: 'timeout' };
-}
-
-/** Deletes the request if it is still ours, so a late leader does not act on it. */
-async function withdraw(etcd: Etcd3, keys: EtcdKeys, requestJson: string): Promise<boolean> {
-  try {
-    const res = await withTimeout(
-      etcd.if(keys.switchover, 'Value', '==', requestJson).then(etcd.delete().key(keys.switchover)).commit(),
-      CALL_TIMEOUT_MS,
-      'etcd to withdraw the request',
-    );
-    return res.succeeded;
-  } catch {
-    return false;
-  }
 }
 
 function capitalize(s: string): string {
