@@ -11,6 +11,8 @@ import { parseClusterId, type ClusterRef } from '../../lib/keys.ts';
 import { sleep } from '../../lib/time.ts';
 
 const help = `Usage: hotstandby status --cluster NS/NAME --etcd URL[,URL...] [--redis URL] [--json] [--watch]
+       hotstandby status NAME [-n NS] [--kubeconfig FILE] [--context CTX] [--json] [--watch]
+       kubectl hotstandby status NAME [-n NS]
 
 Shows one cluster as its agents publish it: the members (role, applied
 sequence, lag behind the log head, state, age of the last heartbeat) with the
@@ -24,6 +26,11 @@ Options:
                       without it the head is the highest sequence a member reports
   --json              print the same as one JSON object
   --watch             redraw every second until Ctrl-C
+
+With a cluster NAME instead of --cluster/--etcd, reads the HotStandbyCluster
+from Kubernetes (the status the operator publishes: leader, members and lag,
+log head, snapshot, failovers, conditions). The stores need not be reachable
+from here. Installed as kubectl-hotstandby, it is a kubectl plugin.
 
 Exit status: 0 when etcd was read, 1 when it could not be, 2 for bad flags.
 
@@ -101,9 +108,10 @@ export function etcdUnreachable(endpoints: readonly string[], err: unknown): str
 }
 
 export async function runStatus(argv: string[], io: CommandIo): Promise<number> {
-  let values: { cluster?: string; etcd?: string; redis?: string; json?: boolean; watch?: boolean };
+  let values: { cluster?: string; etcd?: string; redis?: string; json?: boolean; watch?: boolean; namespace?: string; kubeconfig?: string; context?: string };
+  let positionals: string[];
   try {
-    ({ values } = parseArgs({
+    ({ values, positionals } = parseArgs({
       args: argv,
       options: {
         cluster: { type: 'string' },
@@ -111,13 +119,23 @@ export async function runStatus(argv: string[], io: CommandIo): Promise<number> 
         redis: { type: 'string' },
         json: { type: 'boolean' },
         watch: { type: 'boolean' },
+        namespace: { type: 'string', short: 'n' },
+        kubeconfig: { type: 'string' },
+        context: { type: 'string' },
       },
-      allowPositionals: false,
+      allowPositionals: true,
       strict: true,
     }));
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  if (positionals.length > 1) throw new UsageError(`give one cluster name, got ${positionals.join(' ')}`);
+  if (positionals.length === 1) {
+    if (values.cluster || values.etcd || values.redis) throw new UsageError('give either a cluster NAME (read from Kubernetes) or --cluster/--etcd/--redis (read from the stores), not both');
+    const { runKubeStatus } = await import('../kube-status.ts');
+    return runKubeStatus({ name: positionals[0]!, namespace: values.namespace, kubeconfig: values.kubeconfig, context: values.context, json: values.json, watch: values.watch }, io);
+  }
+  if (values.namespace || values.kubeconfig || values.context) throw new UsageError('-n, --kubeconfig and --context go with a cluster NAME, e.g. hotstandby status mooncake -n prod');
   const flags = parseStoreFlags(values);
   const stores = await openStores(flags);
   try {
