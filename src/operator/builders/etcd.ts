@@ -87,7 +87,7 @@ export function etcdStatefulSet(hsc: HotStandbyCluster): V1StatefulSet | undefin
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           affinity: spreadOverNodes(selector),
-          containers: [etcdContainer(hsc, replicas, managed.image ?? ETCD_DEFAULT_IMAGE, (managed.resources as V1Container['resources']) ?? ETCD_DEFAULT_RESOURCES)],
+          containers: [etcdContainer(hsc, replicas, managed.image ?? ETCD_DEFAULT_IMAGE, (managed.resources as V1Container['resources']) ?? structuredClone(ETCD_DEFAULT_RESOURCES))],
           volumes: data.volumes,
         },
       },
