@@ -57,15 +57,14 @@ export const operatorCommand: Command = {
     const { createLogger } = await import('../../lib/log.ts');
     const { LeaseElector } = await import('../../operator/lease-elector.ts');
     const { StatusController } = await import('../../operator/status-controller.ts');
-    const { Metrics } = await import('../../operator/metrics.ts');
+    const { OperatorMetrics } = await import('../../operator/metrics.ts');
     const { startOperatorHttp } = await import('../../operator/http.ts');
 
     const identity = process.env.POD_NAME || `${os.hostname()}-${process.pid}`;
     const log = createLogger({ component: 'operator', member: identity, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
     const kc = new KubeConfig();
     kc.loadFromDefault();
-    const metrics = new Metrics();
-    metrics.define('hotstandby_operator_leader', 'Whether this replica is the active controller');
+    const metrics = new OperatorMetrics();
     const controller = new StatusController({ kc, namespaces, log, metrics });
     const elector = leaderElect
       ? new LeaseElector({
@@ -88,7 +87,7 @@ export const operatorCommand: Command = {
     const loop = (): void => {
       if (stopping) return;
       const leading = isLeader();
-      metrics.set('hotstandby_operator_leader', {}, leading ? 1 : 0);
+      metrics.operatorLeader.set(leading ? 1 : 0);
       pass = (leading ? controller.syncAll() : Promise.resolve())
         .catch((err: Error) => log.warn({ err: err.message }, 'status pass failed'))
         .finally(() => {
