@@ -17,8 +17,8 @@ export const CLEANUP_FINALIZER = 'hotstandby.dev/cleanup';
 export type DeletionPolicy = 'Retain' | 'Delete';
 
 /** The cluster's spec.deletionPolicy; Retain when unset. */
-export function deletionPolicyOf(obj: { spec?: unknown }): DeletionPolicy {
-  const p = (obj.spec as { deletionPolicy?: unknown } | undefined)?.deletionPolicy;
+export function deletionPolicyOf(obj: object): DeletionPolicy {
+  const p = ((obj as { spec?: unknown }).spec as { deletionPolicy?: unknown } | undefined)?.deletionPolicy;
   return p === 'Delete' ? 'Delete' : 'Retain';
 }
 

@@ -59,13 +59,16 @@ export const operatorCommand: Command = {
     const { StatusController } = await import('../../operator/status-controller.ts');
     const { OperatorMetrics } = await import('../../operator/metrics.ts');
     const { startOperatorHttp } = await import('../../operator/http.ts');
+    const { KubeClient } = await import('../../operator/kube/client.ts');
+    const { EventRecorder } = await import('../../operator/kube/events.ts');
 
     const identity = process.env.POD_NAME || `${os.hostname()}-${process.pid}`;
     const log = createLogger({ component: 'operator', member: identity, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
     const kc = new KubeConfig();
     kc.loadFromDefault();
     const metrics = new OperatorMetrics();
-    const controller = new StatusController({ kc, namespaces, log, metrics });
+    const events = new EventRecorder({ client: new KubeClient(kc), instance: identity, log });
+    const controller = new StatusController({ kc, namespaces, log, metrics, events });
     const elector = leaderElect
       ? new LeaseElector({
           api: kc.makeApiClient(CoordinationV1Api),
@@ -103,6 +106,7 @@ export const operatorCommand: Command = {
     await pass;
     await elector?.stop();
     controller.close();
+    await events.stop();
     await server.close();
     log.info('operator stopped');
     return 0;
