@@ -13,7 +13,8 @@ import { GROUP, PLURAL, VERSION, type HotStandbyCluster, type HotStandbyClusterS
 import { readClusterView } from '../lib/clusterview.ts';
 import type { Logger } from '../lib/log.ts';
 import { withTimeout } from '../lib/time.ts';
-import type { Metrics } from './metrics.ts';
+import type { EventRecorder } from './kube/events.ts';
+import type { OperatorMetrics } from './metrics.ts';
 import { statusFromView, statusWithProblem, type LastSeenLeader, type StatusInput } from './status.ts';
 
 const STORE_TIMEOUT_MS = 3000;
@@ -32,22 +33,15 @@ export class StatusController {
   private readonly lastSeen = new Map<string, LastSeenLeader>();
   private readonly namespaces: string[];
   private readonly log: Logger;
-  private readonly metrics: Metrics;
+  private readonly metrics: OperatorMetrics;
+  private readonly events: EventRecorder | undefined;
 
-  constructor(opts: { kc: KubeConfig; namespaces: string[]; log: Logger; metrics: Metrics }) {
+  constructor(opts: { kc: KubeConfig; namespaces: string[]; log: Logger; metrics: OperatorMetrics; events?: EventRecorder }) {
     this.api = opts.kc.makeApiClient(CustomObjectsApi);
     this.namespaces = opts.namespaces;
     this.log = opts.log;
     this.metrics = opts.metrics;
-    for (const [name, help] of [
-      ['hotstandby_cluster_ready_members', 'Members whose heartbeat is fresh and state ok'],
-      ['hotstandby_cluster_max_lag', 'Largest standby lag behind the leader, in log entries'],
-      ['hotstandby_cluster_head_seq', 'Last sequence number in the operation log'],
-      ['hotstandby_cluster_failovers', 'Failovers observed by the operator'],
-      ['hotstandby_cluster_leader_epoch', 'Fencing epoch of the current leader'],
-    ] as const) {
-      this.metrics.define(name, help);
-    }
+    this.events = opts.events;
   }
 
   /** One pass over every cluster; a failure on one cluster does not stop the others. */
@@ -116,7 +110,20 @@ export class StatusController {
       if (view.leader && leader) this.lastSeen.set(id, { pod: view.leader.member, epoch: view.leader.epoch, lastHeartbeat: leader.lastHeartbeat });
       if (status.lastFailover && status.failoverCount !== (hsc.status?.failoverCount ?? 0)) {
         this.log.info({ cluster: id, epoch: status.leader?.epoch, ...status.lastFailover }, 'failover observed');
+        this.metrics.leaderChanges.inc({ cluster: id });
+        const { from, to, durationMs } = status.lastFailover;
+        if (durationMs !== undefined) this.metrics.failoverDuration.observe({ cluster: id }, durationMs / 1000);
+        this.events?.record(hsc, {
+          type: 'Normal',
+          reason: 'FailoverObserved',
+          action: 'Failover',
+          note: `leader changed from ${from ?? 'unknown'} to ${to ?? 'unknown'} in ${durationMs ?? '?'} ms (epoch ${status.leader?.epoch ?? '?'})`,
+        });
       }
+      this.metrics.setMemberLags(
+        id,
+        (status.members ?? []).filter((m) => m.lag !== undefined).map((m) => ({ member: m.pod, lag: m.lag! })),
+      );
     } catch (err) {
       status = statusWithProblem(input, {
         phase: 'Degraded',
@@ -126,11 +133,11 @@ export class StatusController {
       });
     }
     const labels = { cluster: id };
-    this.metrics.set('hotstandby_cluster_ready_members', labels, status.readyReplicas ?? 0);
-    this.metrics.set('hotstandby_cluster_max_lag', labels, status.maxLag ?? 0);
-    this.metrics.set('hotstandby_cluster_head_seq', labels, status.oplog?.headSeq ?? 0);
-    this.metrics.set('hotstandby_cluster_failovers', labels, status.failoverCount ?? 0);
-    this.metrics.set('hotstandby_cluster_leader_epoch', labels, status.leader?.epoch ?? 0);
+    this.metrics.clusterReadyMembers.set(labels, status.readyReplicas ?? 0);
+    this.metrics.clusterMaxLag.set(labels, status.maxLag ?? 0);
+    this.metrics.clusterHeadSeq.set(labels, status.oplog?.headSeq ?? 0);
+    this.metrics.clusterFailovers.set(labels, status.failoverCount ?? 0);
+    this.metrics.clusterLeaderEpoch.set(labels, status.leader?.epoch ?? 0);
     await this.write(hsc, status);
   }
 
@@ -166,7 +173,7 @@ export class StatusController {
     c.redis.disconnect();
     this.clients.delete(id);
     this.lastSeen.delete(id);
-    this.metrics.drop({ cluster: id });
+    this.metrics.dropCluster(id);
   }
 
   close(): void {

@@ -57,16 +57,18 @@ export const operatorCommand: Command = {
     const { createLogger } = await import('../../lib/log.ts');
     const { LeaseElector } = await import('../../operator/lease-elector.ts');
     const { StatusController } = await import('../../operator/status-controller.ts');
-    const { Metrics } = await import('../../operator/metrics.ts');
+    const { OperatorMetrics } = await import('../../operator/metrics.ts');
     const { startOperatorHttp } = await import('../../operator/http.ts');
+    const { KubeClient } = await import('../../operator/kube/client.ts');
+    const { EventRecorder } = await import('../../operator/kube/events.ts');
 
     const identity = process.env.POD_NAME || `${os.hostname()}-${process.pid}`;
     const log = createLogger({ component: 'operator', member: identity, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
     const kc = new KubeConfig();
     kc.loadFromDefault();
-    const metrics = new Metrics();
-    metrics.define('hotstandby_operator_leader', 'Whether this replica is the active controller');
-    const controller = new StatusController({ kc, namespaces, log, metrics });
+    const metrics = new OperatorMetrics();
+    const events = new EventRecorder({ client: new KubeClient(kc), instance: identity, log });
+    const controller = new StatusController({ kc, namespaces, log, metrics, events });
     const elector = leaderElect
       ? new LeaseElector({
           api: kc.makeApiClient(CoordinationV1Api),
@@ -88,7 +90,7 @@ export const operatorCommand: Command = {
     const loop = (): void => {
       if (stopping) return;
       const leading = isLeader();
-      metrics.set('hotstandby_operator_leader', {}, leading ? 1 : 0);
+      metrics.operatorLeader.set(leading ? 1 : 0);
       pass = (leading ? controller.syncAll() : Promise.resolve())
         .catch((err: Error) => log.warn({ err: err.message }, 'status pass failed'))
         .finally(() => {
@@ -104,6 +106,7 @@ export const operatorCommand: Command = {
     await pass;
     await elector?.stop();
     controller.close();
+    await events.stop();
     await server.close();
     log.info('operator stopped');
     return 0;
