@@ -31,7 +31,7 @@ export const LABEL_BACKOFF_MAX_MS = 5000;
 export const LEADER_RECHECK_MS = 10_000;
 
 export interface PodLabelerOptions {
-  client: KubeClient;
+  client: Pick<KubeClient, 'listPods' | 'patchPodLabels' | 'close'>;
   /** The HotStandbyCluster's name (the value of hotstandby.dev/cluster). */
   clusterName: string;
   /** This member's pod. */

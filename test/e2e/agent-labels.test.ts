@@ -159,6 +159,22 @@ describeE2E('agents label their pods leader/standby', () => {
     await expectRoles(NS, Object.fromEntries(PODS.map((p) => [p, p === leader.name ? 'leader' : 'standby'])), 'one leader label after the thaw');
   });
 
+  it('the chart role lets an agent list and patch pods in its namespace and nothing more', async () => {
+    const canI = async (verb: string, resource: string, namespace: string): Promise<boolean> => {
+      const out = await cluster()
+        .kubectl(['auth', 'can-i', verb, resource, `--as=system:serviceaccount:${NS}:kv-agent`, '-n', namespace])
+        .catch((e: Error) => e.message);
+      return out.trim().endsWith('yes');
+    };
+    expect(await canI('list', 'pods', NS)).toBe(true);
+    expect(await canI('patch', 'pods', NS)).toBe(true);
+    expect(await canI('delete', 'pods', NS)).toBe(false);
+    expect(await canI('create', 'pods', NS)).toBe(false);
+    expect(await canI('get', 'secrets', NS)).toBe(false);
+    expect(await canI('create', 'events', NS)).toBe(false);
+    expect(await canI('patch', 'pods', DENIED_NS)).toBe(false);
+  });
+
   it('the agent token cannot label pods in another namespace', async () => {
     const other = new KubeClient({ server: cluster().server, tokenFile, caFile, namespace: DENIED_NS });
     const own = new KubeClient({ server: cluster().server, tokenFile, caFile, namespace: NS });
