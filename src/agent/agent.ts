@@ -254,31 +254,6 @@ export class Agent implements LocalApiBackend {
     this.lastMasterContact = Date.now();
   }
 
-  /** /healthz: the process answers and its periodic loop runs. */
-  private liveness(): ProbeResult {
-    if (this.closing) return { ok: false, detail: 'stopping' };
-    const stalled = Date.now() - this.lastTickAt;
-    if (stalled > LOOP_STALL_MS) return { ok: false, detail: `the agent loop has not run for ${stalled} ms` };
-    return { ok: true, detail: `role ${this.board.get().role}` };
-  }
-
-  /** /readyz: our member key is in etcd (registered, lease alive) and the stream server answers. */
-  private async readiness(): Promise<ProbeResult> {
-    if (this.closing) return { ok: false, detail: 'stopping' };
-    const [member, stream] = await Promise.all([
-      withTimeout(this.etcd.get(this.keys.member(this.member)).string(), 800, 'etcd').then(
-        (v) => (v ? 'ok' : 'not registered'),
-        (err: Error) => `etcd: ${err.message}`,
-      ),
-      withTimeout(this.redis.ping(), 800, 'the stream server').then(
-        () => 'ok',
-        (err: Error) => `stream server: ${err.message}`,
-      ),
-    ]);
-    if (member !== 'ok' || stream !== 'ok') return { ok: false, detail: [member, stream].filter((s) => s !== 'ok').join('; ') };
-    return { ok: true, detail: `member ${this.member} registered; stores reachable` };
-  }
-
   async health(): Promise<{ etcd: 'ok' | 'down'; stream: 'ok' | 'down' }> {
     const [etcd, stream] = await Promise.all([
       withTimeout(this.etcd.get(this.keys.leader).string(), 1000, 'etcd').then(
@@ -709,6 +684,33 @@ export class Agent implements LocalApiBackend {
       .then(this.etcd.delete().key(this.keys.switchover))
       .commit()
       .catch(() => undefined);
+  }
+
+  // ---------------------------------------------------------------- kubelet probes (--health-listen)
+
+  /** /healthz: the process answers and its periodic loop runs. */
+  private liveness(): ProbeResult {
+    if (this.closing) return { ok: false, detail: 'stopping' };
+    const stalled = Date.now() - this.lastTickAt;
+    if (stalled > LOOP_STALL_MS) return { ok: false, detail: `the agent loop has not run for ${stalled} ms` };
+    return { ok: true, detail: `role ${this.board.get().role}` };
+  }
+
+  /** /readyz: our member key is in etcd (registered, lease alive) and the stream server answers. */
+  private async readiness(): Promise<ProbeResult> {
+    if (this.closing) return { ok: false, detail: 'stopping' };
+    const [member, stream] = await Promise.all([
+      withTimeout(this.etcd.get(this.keys.member(this.member)).string(), 800, 'etcd').then(
+        (v) => (v ? 'ok' : 'not registered'),
+        (err: Error) => `etcd: ${err.message}`,
+      ),
+      withTimeout(this.redis.ping(), 800, 'the stream server').then(
+        () => 'ok',
+        (err: Error) => `stream server: ${err.message}`,
+      ),
+    ]);
+    if (member !== 'ok' || stream !== 'ok') return { ok: false, detail: [member, stream].filter((s) => s !== 'ok').join('; ') };
+    return { ok: true, detail: `member ${this.member} registered; stores reachable` };
   }
 
   // ---------------------------------------------------------------- shutdown
