@@ -118,12 +118,15 @@ export class PodLabeler {
   /** One worker: converges on the current target, retrying with capped backoff. */
   private async run(): Promise<void> {
     let failures = 0;
+    let failuresOf = -1;
     let lastError = '';
     while (!this.closed) {
       const generation = this.generation;
       const target = this.target;
       const signal = this.change.signal;
       if (!target || signal.aborted) break; // only close() aborts the current signal here
+      // A new target starts with the shortest backoff: a promotion must not wait out a standby's long retry.
+      if (failuresOf !== generation) [failures, failuresOf] = [0, generation];
       try {
         if (target.role === 'leader' && !target.stillLeading()) {
           // Leadership ended; the agent sets the next target. Nothing to do till then.

@@ -135,6 +135,18 @@ describe('PodLabeler', () => {
     await l.close();
   });
 
+  it('a promotion starts with the shortest backoff, not the standby target\'s long one', async () => {
+    const api = new FakeApi({ 'kv-1': member() });
+    api.failNext = 1_000_000;
+    const l = new PodLabeler({ client: api, clusterName: 'kv', pod: 'kv-1', log: silentLogger(), backoffInitialMs: 10, backoffMaxMs: 60_000 });
+    l.standby();
+    await waitFor(() => api.calls.length >= 8, { timeoutMs: 5000, what: 'the standby backoff to grow' }); // next wait: >= 1.28 s
+    api.failNext = 1; // the API recovers after one more failure
+    expect(await l.lead(() => true, 500)).toBe(true);
+    expect(api.role('kv-1')).toBe('leader');
+    await l.close();
+  });
+
   it('close() ends retries: no call after it', async () => {
     const api = new FakeApi({ 'kv-1': member() });
     api.failNext = 1_000_000;
