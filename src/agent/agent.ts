@@ -20,6 +20,9 @@ import { MetadataStore } from './metadata.ts';
 import { StatusBoard } from './status-board.ts';
 import { snapshotWanted } from './snapshot-policy.ts';
 import { startLocalApi, type LocalApiServer } from './localapi/server.ts';
+import { startHealthServer, type HealthServer, type ProbeResult } from './health-server.ts';
+import { KubeClient } from './kube-client.ts';
+import { PodLabeler } from './pod-labeler.ts';
 import { BadRequestError, StoreUnavailableError, type LocalApiBackend, type StreamLine, type DeleteLine } from './localapi/backend.ts';
 import {
   FencedError,
@@ -32,6 +35,7 @@ import {
 import { clusterId, etcdKeys, streamKeys, type EtcdKeys } from '../lib/keys.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { sleep, waitFor, withTimeout } from '../lib/time.ts';
+import { credentialProblem, etcdCredentialOptions, loadStoreCredentials, redactUrl, redisCredentialOptions, urlHasPassword } from '../lib/storeclients.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -43,6 +47,10 @@ const STORE_CALL_TIMEOUT_MS = 2000;
 const SWITCHOVER_CATCHUP_TIMEOUT_MS = 10_000;
 /** How long a resolved-after-error append may take to find out whether it landed. */
 const AMBIGUOUS_APPEND_RESOLVE_MS = 3000;
+/** A new leader waits at most this long for the pod labels before accepting writes (they are fenced anyway). */
+const LEADER_LABEL_BOUND_MS = 2000;
+/** /healthz fails when the agent's periodic loop has not run for this long. */
+const LOOP_STALL_MS = 10_000;
 
 export interface SwitchoverRequest {
   target: string;
@@ -80,6 +88,12 @@ export class Agent implements LocalApiBackend {
   private switchoverInProgress = false;
   private lastSnapshot: { seq: number; at: number } = { seq: 0, at: Date.now() };
   private logLength = 0;
+  /** Moves this pod's role label; undefined when pod labelling is off. */
+  private readonly labeler: PodLabeler | undefined;
+  private probes: HealthServer | undefined;
+  private lastTickAt = Date.now();
+  /** The stream server client reports why a connection failed (a refused password) only as an event. */
+  private lastRedisError = '';
 
   private constructor(config: AgentConfig, log: Logger) {
     this.config = config;
@@ -89,8 +103,10 @@ export class Agent implements LocalApiBackend {
     this.keys = etcdKeys(config.cluster);
     const sKeys = streamKeys(config.cluster);
     this.board = new StatusBoard(config.member);
-    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
+    const credentials = loadStoreCredentials(config, config.redisPassword);
+    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling(), ...etcdCredentialOptions(credentials.etcdTls) });
     this.redis = new Redis(config.redisUrl, {
+      ...redisCredentialOptions(config.redisUrl, credentials),
       lazyConnect: true,
       connectTimeout: 3000,
       // Fail a command rather than queue it for ever: an append must answer
@@ -99,7 +115,10 @@ export class Agent implements LocalApiBackend {
       commandTimeout: 5000,
       retryStrategy: (times) => Math.min(times * 100, 1000),
     });
-    this.redis.on('error', (err: Error) => this.log.debug({ err: err.message }, 'stream server connection error'));
+    this.redis.on('error', (err: Error) => {
+      this.lastRedisError = err.message;
+      this.log.debug({ err: err.message }, 'stream server connection error');
+    });
     this.oplog = new OpLog({ redis: this.redis, keys: sKeys, maxLength: config.oplogMaxLength, log });
     this.snapshots = new SnapshotStore({
       redis: this.redis,
@@ -129,6 +148,9 @@ export class Agent implements LocalApiBackend {
       log,
       candidacy: () => this.candidacy(),
     });
+    if (config.kube) {
+      this.labeler = new PodLabeler({ client: new KubeClient(config.kube), clusterName: config.cluster.name, pod: config.member, log });
+    }
   }
 
   /** Connects to both stores (bounded), registers, serves the local API and joins the election. */
@@ -146,15 +168,22 @@ export class Agent implements LocalApiBackend {
         state: 'ok',
       });
       agent.api = await startLocalApi({ listen: config.apiListen, backend: agent, log });
+      if (config.healthListen) {
+        agent.probes = await startHealthServer({ listen: config.healthListen, log, checks: { live: () => agent.liveness(), ready: () => agent.readiness() } });
+      }
       agent.election.onEvent((event) => agent.onElectionEvent(event));
       await agent.refreshHead();
       const latest = await agent.snapshots.latest();
       if (latest) agent.lastSnapshot = { seq: latest.seq, at: Date.parse(latest.createdAt) || Date.now() };
       agent.setRole('standby');
+      agent.labeler?.standby();
       await agent.election.start();
       agent.watchSwitchover();
       agent.headTimer = setInterval(() => void agent.tick(), HEAD_POLL_MS);
-      log.info({ api: agent.api.address, address: config.address, leaseTtlSeconds: config.leaseTtlSeconds }, 'agent started');
+      log.info(
+        { api: agent.api.address, address: config.address, leaseTtlSeconds: config.leaseTtlSeconds, health: agent.probes?.address, podLabels: config.kube ? config.kube.server : 'off' },
+        'agent started',
+      );
       return agent;
     } catch (err) {
       await agent.close().catch(() => undefined);
@@ -164,14 +193,39 @@ export class Agent implements LocalApiBackend {
 
   private async connectStores(): Promise<void> {
     const deadline = 30_000;
+    const etcdWhere = `etcd at ${this.config.etcdEndpoints.join(',')} (--etcd)`;
+    let tlsFailure = '';
     await waitFor(
       async () => {
-        await withTimeout(this.etcd.get(this.keys.leader).string(), STORE_CALL_TIMEOUT_MS, 'etcd');
-        return true;
+        if (tlsFailure) return true; // stop polling; reported below
+        try {
+          await withTimeout(this.etcd.get(this.keys.leader).string(), STORE_CALL_TIMEOUT_MS, 'etcd');
+          return true;
+        } catch (err) {
+          // Wrong certificates do not heal by waiting: stop and say which settings to fix.
+          if (credentialProblem(err) === 'tls') tlsFailure = (err as Error).message;
+          throw err;
+        }
       },
-      { timeoutMs: deadline, intervalMs: 500, what: `etcd at ${this.config.etcdEndpoints.join(',')} (--etcd)` },
+      { timeoutMs: deadline, intervalMs: 500, what: etcdWhere },
     );
-    await withTimeout(this.redis.connect(), deadline, `the stream server at ${this.config.redisUrl} (--redis)`);
+    if (tlsFailure) {
+      throw new StoreCredentialsError(`${etcdWhere}: TLS failed (${tlsFailure}); check --etcd-ca-file, --etcd-cert-file and --etcd-key-file`);
+    }
+    const redisWhere = `the stream server at ${redactUrl(this.config.redisUrl)} (--redis)`;
+    try {
+      await withTimeout(this.redis.connect(), deadline, redisWhere);
+      await withTimeout(this.redis.ping(), STORE_CALL_TIMEOUT_MS, redisWhere);
+    } catch (err) {
+      const cause = credentialProblem(err) ? (err as Error).message : this.lastRedisError || (err as Error).message;
+      const problem = credentialProblem({ message: cause });
+      if (problem === 'password') {
+        const what = this.config.redisPassword === undefined && !urlHasPassword(this.config.redisUrl) ? 'requires a password' : 'refused the password';
+        throw new StoreCredentialsError(`${redisWhere} ${what} (${cause}); set it with --redis-password-file or HOTSTANDBY_REDIS_PASSWORD`);
+      }
+      if (problem === 'tls') throw new StoreCredentialsError(`${redisWhere}: TLS failed (${cause}); check --redis-ca-file and the rediss:// URL`);
+      throw new Error(`${redisWhere}: ${cause}`, { cause: err });
+    }
   }
 
   // ---------------------------------------------------------------- status
@@ -294,6 +348,11 @@ export class Agent implements LocalApiBackend {
         },
         { timeoutMs: this.config.promotionTimeoutMs, intervalMs: 5, what: `the master to apply the log up to ${headSeq}`, signal: this.lifetime.signal },
       );
+      if (this.labeler) {
+        // Strip the leader label from every other pod, label ours; bounded, as writes are fenced anyway.
+        const labelled = await this.labeler.lead(() => this.election.holdsLeadership() && !this.closing, LEADER_LABEL_BOUND_MS);
+        if (!labelled) this.leaderLog.warn({ boundMs: LEADER_LABEL_BOUND_MS }, 'pod labels not set yet; accepting writes anyway and retrying in the background');
+      }
       if (!this.election.holdsLeadership() || this.board.get().role !== 'promoting') throw new Error('lost leadership while promoting');
       this.lastSnapshot = { seq: this.lastSnapshot.seq, at: Math.max(this.lastSnapshot.at, Date.now() - 1) };
       this.setRole('leader', { headSeq, appliedSeq: Math.max(this.board.get().appliedSeq, headSeq) });
@@ -313,6 +372,7 @@ export class Agent implements LocalApiBackend {
       this.leaderLog.warn({ reason, epoch }, 'no longer leading: writes stop now');
     }
     if (!this.closing) this.setRole('standby', { snapshotWanted: null, epoch: this.board.get().leader?.epoch === epoch ? 0 : this.board.get().epoch });
+    if (!this.closing) this.labeler?.standby();
     this.leaderLog = this.log;
   }
 
@@ -484,6 +544,7 @@ export class Agent implements LocalApiBackend {
   /** Refreshes the head (lag) and, on the leader, the snapshot request. */
   private async tick(): Promise<void> {
     if (this.closing) return;
+    this.lastTickAt = Date.now();
     try {
       await this.refreshHead();
     } catch (err) {
@@ -625,6 +686,33 @@ export class Agent implements LocalApiBackend {
       .catch(() => undefined);
   }
 
+  // ---------------------------------------------------------------- kubelet probes (--health-listen)
+
+  /** /healthz: the process answers and its periodic loop runs. */
+  private liveness(): ProbeResult {
+    if (this.closing) return { ok: false, detail: 'stopping' };
+    const stalled = Date.now() - this.lastTickAt;
+    if (stalled > LOOP_STALL_MS) return { ok: false, detail: `the agent loop has not run for ${stalled} ms` };
+    return { ok: true, detail: `role ${this.board.get().role}` };
+  }
+
+  /** /readyz: our member key is in etcd (registered, lease alive) and the stream server answers. */
+  private async readiness(): Promise<ProbeResult> {
+    if (this.closing) return { ok: false, detail: 'stopping' };
+    const [member, stream] = await Promise.all([
+      withTimeout(this.etcd.get(this.keys.member(this.member)).string(), 800, 'etcd').then(
+        (v) => (v ? 'ok' : 'not registered'),
+        (err: Error) => `etcd: ${err.message}`,
+      ),
+      withTimeout(this.redis.ping(), 800, 'the stream server').then(
+        () => 'ok',
+        (err: Error) => `stream server: ${err.message}`,
+      ),
+    ]);
+    if (member !== 'ok' || stream !== 'ok') return { ok: false, detail: [member, stream].filter((s) => s !== 'ok').join('; ') };
+    return { ok: true, detail: `member ${this.member} registered; stores reachable` };
+  }
+
   // ---------------------------------------------------------------- shutdown
 
   /**
@@ -646,9 +734,11 @@ export class Agent implements LocalApiBackend {
         this.log.warn({ err: (err as Error).message }, `shutdown: ${what} failed`);
       }
     };
+    await step('stopping the pod labeler', () => this.labeler?.close());
     await step('stopping the election', () => this.election.stop());
     if (wasLeading) this.log.info('resigned leadership on shutdown');
     await step('closing the local API', () => this.api?.close());
+    await step('closing the health endpoint', () => this.probes?.close());
     await step('cancelling the switchover watch', () => this.switchoverWatcher?.cancel());
     await step('leaving the member registry', () => this.registry.stop());
     await step('closing delete-event subscriptions', () => this.deletes.close());
@@ -657,6 +747,11 @@ export class Agent implements LocalApiBackend {
     this.etcd.close();
     this.log.info('agent stopped');
   }
+}
+
+/** The stores refused our credentials: retrying will not help. */
+class StoreCredentialsError extends Error {
+  override name = 'StoreCredentialsError';
 }
 
 function isConnectionError(err: unknown): boolean {

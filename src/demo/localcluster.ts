@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { ManagedProcess } from '../lib/childproc.ts';
 import { etcdKeys, type ClusterRef } from '../lib/keys.ts';
-import { startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../lib/localstores.ts';
+import { startEtcd, startRedis, type LocalEtcd, type LocalRedis, type StartEtcdOptions, type StartRedisOptions } from '../lib/localstores.ts';
 import { freePort, waitForPort } from '../lib/ports.ts';
 import { waitFor } from '../lib/time.ts';
 
@@ -31,6 +31,12 @@ export interface LocalClusterOptions {
   logLevel?: string;
   /** Extra `hotstandby agent` flags, e.g. ['--snapshot-every-entries', '500']. */
   agentArgs?: string[];
+  /** Member names (default kv-0, kv-1, ...); in Kubernetes tests, the pod names. Sets the count when given. */
+  memberNames?: string[];
+  /** Extra flags and environment for one member's agent, after agentArgs. */
+  memberAgent?: (name: string) => { args?: string[]; env?: Record<string, string> };
+  /** How to start the stores, e.g. etcd over TLS or Redis with a password (give the agents the credentials through agentArgs/memberAgent). */
+  stores?: { etcd?: Omit<StartEtcdOptions, 'workDir'>; redis?: Omit<StartRedisOptions, 'workDir'> };
 }
 
 export interface Member {
@@ -57,7 +63,7 @@ export class LocalCluster {
   readonly members: Member[] = [];
   readonly workDir: string;
   readonly ref: ClusterRef;
-  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster'>>;
+  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster' | 'memberNames' | 'memberAgent' | 'stores'>> & Pick<LocalClusterOptions, 'memberAgent'>;
 
   private constructor(etcd: LocalEtcd, redis: LocalRedis, workDir: string, ref: ClusterRef, opts: LocalCluster['opts']) {
     this.etcd = etcd;
@@ -73,19 +79,21 @@ export class LocalCluster {
       leaseTtlSeconds: options.leaseTtlSeconds ?? 5,
       logLevel: options.logLevel ?? 'info',
       agentArgs: options.agentArgs ?? [],
+      ...(options.memberAgent ? { memberAgent: options.memberAgent } : {}),
     };
+    const names = options.memberNames ?? Array.from({ length: opts.members }, (_, i) => `kv-${i}`);
     const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-cluster-'));
-    const etcd = await startEtcd({ workDir });
+    const etcd = await startEtcd({ ...options.stores?.etcd, workDir });
     let redis: LocalRedis;
     try {
-      redis = await startRedis({ workDir });
+      redis = await startRedis({ ...options.stores?.redis, workDir });
     } catch (err) {
       await etcd.stop();
       throw err;
     }
     const cluster = new LocalCluster(etcd, redis, workDir, options.cluster ?? { namespace: 'demo', name: 'kv' }, opts);
     try {
-      for (let i = 0; i < opts.members; i++) cluster.members.push(await cluster.startMember(`kv-${i}`));
+      for (const name of names) cluster.members.push(await cluster.startMember(name));
       await Promise.all(cluster.members.map((m) => cluster.waitUntilServing(m)));
     } catch (err) {
       await cluster.stop();
@@ -100,6 +108,7 @@ export class LocalCluster {
     const kvAddress = `127.0.0.1:${kv}`;
     const agentApi = `127.0.0.1:${api}`;
     const env = { ...process.env, HOTSTANDBY_LOG_LEVEL: this.opts.logLevel };
+    const own = this.opts.memberAgent?.(name) ?? {};
     const agent = new ManagedProcess({
       name: `${name}-agent`,
       command: process.execPath,
@@ -114,9 +123,10 @@ export class LocalCluster {
         '--lease-ttl', String(this.opts.leaseTtlSeconds),
         '--log-level', this.opts.logLevel,
         ...this.opts.agentArgs,
+        ...(own.args ?? []),
       ],
       logFile: path.join(this.workDir, `${name}-agent.log`),
-      env,
+      env: { ...env, ...own.env },
     });
     const master = new ManagedProcess({
       name: `${name}-kvmaster`,

@@ -1,7 +1,15 @@
 // Test harness: a real etcd and a real Redis-protocol server per test file,
 // on free loopback ports, stopped after the file's tests even when they fail.
 import { afterAll, beforeAll } from 'vitest';
-import { removeWorkDir, startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../../src/lib/localstores.ts';
+import {
+  removeWorkDir,
+  startEtcd,
+  startRedis,
+  type LocalEtcd,
+  type LocalRedis,
+  type StartEtcdOptions,
+  type StartRedisOptions,
+} from '../../src/lib/localstores.ts';
 
 export interface Stores {
   etcd: LocalEtcd;
@@ -10,12 +18,13 @@ export interface Stores {
 
 /**
  * Call at the top of a describe/file: starts both stores before the tests and
- * stops them after. Returns a getter because values exist only after beforeAll.
+ * stops them after; with options, etcd over TLS or Redis with a password. Returns a getter because values exist only after beforeAll.
  */
-export function useStores(): () => Stores {
+export function useStores(opts: { etcd?: () => StartEtcdOptions; redis?: () => StartRedisOptions } = {}): () => Stores {
   let stores: Stores | undefined;
   beforeAll(async () => {
-    const [etcd, redis] = await Promise.all([startEtcd(), startRedis()]);
+    // Options are functions: they may name files a beforeAll made (certificates).
+    const [etcd, redis] = await Promise.all([startEtcd(opts.etcd?.()), startRedis(opts.redis?.())]);
     stores = { etcd, redis };
   });
   afterAll(async () => {
