@@ -6,12 +6,13 @@
 import { Etcd3, type Watcher } from 'etcd3';
 import { Redis } from 'ioredis';
 import { etcdKeys, type ClusterRef } from '../lib/keys.ts';
+import { etcdCredentialOptions, redisCredentialOptions, type EtcdTls } from '../lib/storeclients.ts';
 import type { Logger } from '../lib/log.ts';
 
 /** Where a cluster's stores are and how to authenticate, resolved from the spec and its Secrets. */
 export interface StoreEndpoints {
   etcdEndpoints: string[];
-  etcdTls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  etcdTls?: EtcdTls;
   redisUrl: string;
   redisPassword?: string;
   /** Changes whenever any input above changes (addresses, Secret resourceVersions). */
@@ -45,16 +46,14 @@ export class StoreClients {
     const etcd = new Etcd3({
       hosts: endpoints.etcdEndpoints,
       dialTimeout: STORE_TIMEOUT_MS,
-      ...(endpoints.etcdTls
-        ? { credentials: { rootCertificate: endpoints.etcdTls.ca, ...(endpoints.etcdTls.cert && endpoints.etcdTls.key ? { certChain: endpoints.etcdTls.cert, privateKey: endpoints.etcdTls.key } : {}) } }
-        : {}),
+      ...etcdCredentialOptions(endpoints.etcdTls),
     });
     const redis = new Redis(endpoints.redisUrl, {
       lazyConnect: true,
       connectTimeout: STORE_TIMEOUT_MS,
       commandTimeout: STORE_TIMEOUT_MS,
       maxRetriesPerRequest: 1,
-      ...(endpoints.redisPassword !== undefined ? { password: endpoints.redisPassword } : {}),
+      ...redisCredentialOptions(endpoints.redisUrl, { ...(endpoints.redisPassword !== undefined ? { redisPassword: endpoints.redisPassword } : {}) }),
     });
     redis.on('error', (err: Error) => this.log.debug({ cluster: id, err: err.message }, 'stream server connection error'));
     const entry = { etcd, redis, fingerprint: endpoints.fingerprint, watchers: [] as Watcher[], ref };
