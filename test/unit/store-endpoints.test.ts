@@ -29,7 +29,7 @@ describe('resolveStoreEndpoints', () => {
     });
     const e = await resolveStoreEndpoints(hsc(spec), read);
     expect(e.etcdEndpoints).toEqual(['https://etcd:2379']);
-    expect(e.etcdTls?.ca.toString()).toBe('CA');
+    expect(e.etcdTls?.ca?.toString()).toBe('CA');
     expect(e.etcdTls?.cert?.toString()).toBe('CRT');
     expect(e.etcdTls?.key?.toString()).toBe('KEY');
     expect(e.redisPassword).toBe('s3cret');
