@@ -95,7 +95,7 @@ export class Controller {
   constructor(opts: ControllerOptions) {
     this.o = opts;
     this.primary = opts.primary ?? HOTSTANDBY_CLUSTER;
-    this.client = new KubeClient(opts.kc);
+    this.client = new KubeClient(opts.kc, { onRequest: (verb) => opts.metrics.kubeRequests.inc({ verb }) });
     const informer = (kind: KindRef, labelSelector?: string) =>
       new Informer({ client: this.client, kind, namespaces: opts.namespaces, labelSelector, log: opts.log });
     this.primaryInformer = informer(this.primary);
@@ -116,6 +116,7 @@ export class Controller {
     opts.metrics.workqueueDepthSource = () => this.queue.depth;
 
     this.primaryInformer.on((event, obj) => {
+      opts.metrics.watchEvents.inc({ kind: obj.kind });
       const key = keyOf(obj);
       if (event === 'delete') {
         this.queue.forget(key);
@@ -125,6 +126,7 @@ export class Controller {
     });
     for (const inf of this.childInformers) {
       inf.on((event, obj) => {
+        opts.metrics.watchEvents.inc({ kind: inf.kind.kind });
         const key = this.ownerKey(obj);
         if (event === 'delete' && obj.metadata.uid) this.applier.forget(obj.metadata.uid);
         if (key) this.queue.add(key);

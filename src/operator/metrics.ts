@@ -34,6 +34,18 @@ export class OperatorMetrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
+  readonly kubeRequests = new Counter({
+    name: 'hotstandby_kube_requests_total',
+    help: 'Requests the controller sent to the Kubernetes API (watches aside), by verb; dry runs counted apart',
+    labelNames: ['verb'] as const,
+    registers: [this.registry],
+  });
+  readonly watchEvents = new Counter({
+    name: 'hotstandby_watch_events_total',
+    help: 'Watch events the controller received, by kind',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
   readonly prunes = new Counter({
     name: 'hotstandby_prune_deletes_total',
     help: 'Children deleted because the cluster no longer wants them, by kind',

@@ -104,8 +104,12 @@ export class KubeClient {
   private readonly http = new IsomorphicFetchHttpLibrary();
   private readonly server: string;
 
-  constructor(kc: KubeConfig) {
+  /** Told of every request (verb), for the operator's request counter. */
+  private readonly onRequest: ((method: string) => void) | undefined;
+
+  constructor(kc: KubeConfig, opts: { onRequest?: (method: string) => void } = {}) {
     this.kc = kc;
+    this.onRequest = opts.onRequest;
     this.discovery = kc.makeApiClient(Discovery);
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('the kubeconfig has no current cluster: set current-context, or run in a pod with a ServiceAccount');
@@ -146,6 +150,7 @@ export class KubeClient {
 
   async request<T>(method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE', path: string, opts: RequestOptions = {}): Promise<T> {
     const url = new URL(this.server + path);
+    this.onRequest?.(opts.query?.dryRun ? `${method} (dry run)` : method);
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
     const ctx = new RequestContext(url.toString(), HttpMethod[method]);
     ctx.setHeaderParam('Accept', 'application/json');
