@@ -45,6 +45,7 @@ export async function runOperator(o: OperatorOptions): Promise<void> {
         log,
         onChange: (leading) => {
           metrics.operatorLeader.set(leading ? 1 : 0);
+          reconciler.resetMemory();
           // A new holder looks at every cluster at once rather than at the next resync.
           if (leading) controller.resyncNow();
         },

@@ -55,6 +55,13 @@ export interface ReconcileResult {
 export class Reconciler {
   private readonly d: ReconcilerDeps;
   private readonly lastSeen = new Map<string, LastSeenLeader>();
+  /**
+   * The status this replica last wrote, per cluster. The operator is the only
+   * writer of the status, and a reconcile may run before the informer has
+   * delivered the previous write: building on a stale status would count a
+   * failover twice or move a finished switchover back to Pending.
+   */
+  private readonly written = new Map<string, { uid: string; status: HotStandbyClusterStatus }>();
 
   constructor(deps: ReconcilerDeps) {
     this.d = deps;
@@ -70,11 +77,14 @@ export class Reconciler {
     }
     const log = this.d.log.child({ cluster: key });
     const now = (this.d.now ?? (() => new Date()))();
+    const started = Date.now();
+    const mine = this.written.get(key);
+    const previous = mine && mine.uid === hsc.metadata.uid ? mine.status : hsc.status;
     const input: StatusInput = {
       name,
       generation: Number(hsc.metadata.generation ?? 0),
       spec: hsc.spec,
-      previous: hsc.status,
+      previous,
       now,
     };
 
@@ -116,7 +126,7 @@ export class Reconciler {
     } catch (err) {
       if (err instanceof StoreConfigError) {
         io.event({ type: 'Warning', reason: err.reason, action: 'Reconcile', note: err.message });
-        await io.writeStatus(statusWithProblem(input, { phase: 'Pending', type: 'Reconciled', reason: err.reason, message: err.message }));
+        await this.writeStatus(io, key, previous, statusWithProblem(input, { phase: 'Pending', type: 'Reconciled', reason: err.reason, message: err.message }));
         return { requeueAfterMs: 30_000 };
       }
       storeProblem = (err as Error).message;
@@ -125,7 +135,7 @@ export class Reconciler {
     // ---- 5: children (events for each created, changed or pruned child come from syncChildren)
     const desired = desiredChildren(hsc, this.d.buildContext) as unknown as KubeObject[];
     const masters = desired.find((o) => o.kind === 'StatefulSet' && o.metadata.name === name);
-    const plan = this.rolloutPlan(hsc, ctx, pods, view);
+    const plan = this.rolloutPlan(hsc, previous, ctx, pods, view);
     if (masters && plan) (masters.spec as { replicas: number }).replicas = plan.statefulSetReplicas;
     await ctx.syncChildren(hsc as unknown as KubeObject, desired);
 
@@ -133,7 +143,7 @@ export class Reconciler {
     if (view && stores) await this.backstopRoleLabels(io, pods, view, stores, log);
 
     // ---- 7: switchover and rollout
-    let switchover = hsc.status?.switchover as SwitchoverStatus | undefined;
+    let switchover = previous?.switchover as SwitchoverStatus | undefined;
     if (view && stores) {
       const annotation = (hsc.metadata.annotations as Record<string, string> | undefined)?.[SWITCHOVER_ANNOTATION];
       switchover = await this.handleSwitchover(io, view, stores, annotation, switchover, now, undefined);
@@ -147,7 +157,7 @@ export class Reconciler {
       status = statusFromView(input, view, this.lastSeen.get(key));
       const leader = view.members.find((m) => m.isLeader);
       if (view.leader && leader) this.lastSeen.set(key, { pod: view.leader.member, epoch: view.leader.epoch, lastHeartbeat: leader.lastHeartbeat });
-      if ((status.failoverCount ?? 0) > (hsc.status?.failoverCount ?? 0) && status.lastFailover) {
+      if ((status.failoverCount ?? 0) > (previous?.failoverCount ?? 0) && status.lastFailover) {
         const f = status.lastFailover;
         io.event({
           type: 'Normal',
@@ -160,7 +170,7 @@ export class Reconciler {
         log.info({ epoch: status.leader?.epoch, ...f }, 'failover observed');
       }
     } else {
-      status = statusWithProblem(input, { phase: hsc.status?.phase === 'Running' ? 'Degraded' : 'Provisioning', type: 'Available', reason: 'StoresUnreachable', message: `cannot read the cluster's stores: ${storeProblem}` });
+      status = statusWithProblem(input, { phase: previous?.phase === 'Running' ? 'Degraded' : 'Provisioning', type: 'Available', reason: 'StoresUnreachable', message: `cannot read the cluster's stores: ${storeProblem}` });
     }
     status.conditions = mergeConditions(status.conditions, now, input.generation, [
       view
@@ -179,12 +189,13 @@ export class Reconciler {
     status.storage = storageStatus(hsc);
     if (switchover) status.switchover = switchover;
     status.selector = `app.kubernetes.io/component=master,hotstandby.dev/cluster=${name}`;
-    if (JSON.stringify(status) !== JSON.stringify(hsc.status ?? {})) await io.writeStatus(status);
+    await this.writeStatus(io, key, previous, status);
     this.observe(key, status);
+    log.debug({ ms: Date.now() - started, leader: status.leader?.pod, phase: status.phase, switchover: status.switchover?.result, rollout: plan?.step.kind }, 'reconciled');
     return { requeueAfterMs: STATUS_REFRESH_MS };
   }
 
-  private rolloutPlan(hsc: HotStandbyCluster, ctx: ReconcileContext, pods: KubeObject[], view: ClusterView | undefined): RolloutPlan | undefined {
+  private rolloutPlan(hsc: HotStandbyCluster, previous: HotStandbyClusterStatus | undefined, ctx: ReconcileContext, pods: KubeObject[], view: ClusterView | undefined): RolloutPlan | undefined {
     const sts = ctx.cache.get(STATEFUL_SET, hsc.metadata.namespace!, hsc.metadata.name);
     if (!sts) return undefined;
     const stsStatus = (sts.status ?? {}) as { updateRevision?: string };
@@ -202,7 +213,7 @@ export class Reconciler {
       leader: view?.leader?.member,
       members: (view?.members ?? []).map((m) => ({ pod: m.member, lag: m.lag ?? undefined })),
       maxCatchUpLag: hsc.spec.election?.maxLagOnFailover ?? 1000,
-      switchoverPending: (hsc.status?.switchover as SwitchoverStatus | undefined)?.result === 'Pending' || Boolean(view?.switchover),
+      switchoverPending: (previous?.switchover as SwitchoverStatus | undefined)?.result === 'Pending' || Boolean(view?.switchover),
     });
   }
 
@@ -302,6 +313,18 @@ export class Reconciler {
     }
   }
 
+  /** Writes the status when it differs from the last one known, and remembers it. */
+  private async writeStatus(io: ClusterIo, key: string, previous: HotStandbyClusterStatus | undefined, status: HotStandbyClusterStatus): Promise<void> {
+    if (JSON.stringify(status) === JSON.stringify(previous ?? {})) return;
+    await io.writeStatus(status);
+    this.written.set(key, { uid: String(io.hsc.metadata.uid), status });
+  }
+
+  /** Forgets what this replica wrote: another replica may write while this one does not lead. */
+  resetMemory(): void {
+    this.written.clear();
+  }
+
   private observe(key: string, status: HotStandbyClusterStatus): void {
     const m = this.d.metrics;
     const labels = { cluster: key };
@@ -317,6 +340,7 @@ export class Reconciler {
     const key = `${ref.namespace}/${ref.name}`;
     this.d.stores.forget(ref);
     this.lastSeen.delete(key);
+    this.written.delete(key);
     this.d.metrics.dropCluster(key);
   }
 }

@@ -282,7 +282,8 @@ describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
     expect(await findLostWrites(now, load.ledger)).toEqual([]);
     // A bad target is refused with a reason, and nothing moves.
     await k(['annotate', 'hsc', 'kv', '-n', NS, 'hotstandby.dev/switchover-to=kv-9']);
-    await waitFor(async () => /kv-9 is not a member/.test(await hscStatus('kv', '.status.switchover.message')), { timeoutMs: 10_000, intervalMs: 200, what: 'the refusal in status' });
+    let last = '';
+    await waitFor(async () => /kv-9 is not a member/.test((last = await hscStatus('kv', '.status.switchover'))), { timeoutMs: 10_000, intervalMs: 200, what: `the refusal in status (status.switchover: ${last})` });
     expect((await leaderOf(s)).name).toBe(target.name);
   }, 120_000);
 
