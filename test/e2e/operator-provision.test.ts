@@ -251,9 +251,11 @@ describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
       await waitFor(async () => (await leaderEndpoints('kv')).join(',') === next.name, { timeoutMs: (TTL + 2) * 1000 + 5000, intervalMs: 50, what: 'the leader Service to move without the operator' });
       expect(await jsonpath(['get', 'pod', old.name, '-n', NS], '.metadata.labels.hotstandby\\.dev/role')).not.toBe('leader');
       await startOperator();
+      const spawned = Date.now();
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${operator!.port}/readyz`).catch(() => undefined))?.status === 200, { timeoutMs: 60_000, intervalMs: 100, what: 'the operator to be ready again' });
       const back = Date.now();
-      await waitFor(async () => (await hscStatus('kv', '.status.leader.pod')) === next.name, { timeoutMs: 15_000, intervalMs: 200, what: 'status to catch up after the operator returns' });
-      process.stderr.write(`status caught up ${Date.now() - back} ms after the operator returned\n`);
+      await waitFor(async () => (await hscStatus('kv', '.status.leader.pod')) === next.name, { timeoutMs: 30_000, intervalMs: 100, what: 'status to catch up after the operator returns' });
+      process.stderr.write(`status caught up ${Date.now() - back} ms after the operator was ready (${back - spawned} ms from start to ready)\n`);
     } finally {
       s.member(old.name)?.agent.killNow('SIGCONT');
     }
