@@ -6,7 +6,7 @@
 // with the sidecar, and deleting the cluster garbage-collects every child.
 import fs from 'node:fs';
 import path from 'node:path';
-import { stringify } from 'yaml';
+import { parse } from 'yaml';
 import { beforeAll, expect, it } from 'vitest';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { HotStandbyCluster } from '../../src/api/v1alpha1.ts';
@@ -20,7 +20,8 @@ const NS = 'builders';
 const CTX = { agentImage: 'ghcr.io/hotstandby-dev/hotstandby-operator:0.1.0', agentClusterRole: 'hotstandby-agent', operatorVersion: '0.1.0' };
 const KINDS = 'serviceaccounts,rolebindings,services,statefulsets,poddisruptionbudgets';
 
-const asYaml = (objs: KubernetesObject[]): string => objs.map((o) => stringify(o)).join('---\n');
+// JSON, not YAML: kubectl reads YAML 1.1, where an env value such as `on` would be a boolean.
+const asList = (objs: KubernetesObject[]): string => JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objs });
 
 describeE2E('builders against a real API server', () => {
   const cluster = useDevCluster({ nodes: 1 });
@@ -37,10 +38,10 @@ describeE2E('builders against a real API server', () => {
     it(`${file}: every child is accepted, re-applying changes nothing, pods get the sidecar, deletion collects every child`, async () => {
       const c = cluster();
       await c.kubectl(['apply', '-n', NS, '-f', path.join(ROOT, 'examples', file)]);
-      const name = (await c.kubectl(['create', '--dry-run=client', '-n', NS, '-f', path.join(ROOT, 'examples', file), '-o', 'jsonpath={.metadata.name}'])).trim();
+      const name = (parse(fs.readFileSync(path.join(ROOT, 'examples', file), 'utf8')) as HotStandbyCluster).metadata.name;
       const hsc = JSON.parse(await c.kubectl(['get', 'hsc', name, '-n', NS, '-o', 'json'])) as HotStandbyCluster;
       const children = desiredChildren(hsc, CTX);
-      const manifest = asYaml(children);
+      const manifest = asList(children);
 
       await c.kubectl(['apply', '--server-side', `--field-manager=${FIELD_MANAGER}`, '-f', '-'], { input: manifest });
       // kubectl diff exits 1 (and prints the difference) when an apply would change anything.

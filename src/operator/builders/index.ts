@@ -16,7 +16,8 @@ import { leaderService, membersService, standbyService } from './services.ts';
 export type { BuildContext } from './context.ts';
 export { TEMPLATE_HASH_ANNOTATION } from './labels.ts';
 export { storageStatus } from './storage.ts';
-export { mastersPodTemplate } from './masters.ts';
+export { mastersPodTemplate, etcdEndpoints, redisUrl } from './masters.ts';
+export * from './names.ts';
 
 /** The kinds the operator owns: for its informers, its pruning and the chart's RBAC. */
 export const childKinds = [
