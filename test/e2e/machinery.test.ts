@@ -195,7 +195,8 @@ describeE2E('controller machinery', () => {
   it('records ChildCreated and ChildDeleted events on the widget', async () => {
     await waitFor(
       async () => {
-        const reasons = (await kubectl(['get', 'events.events.k8s.io', '-n', NS, '--field-selector', 'regarding.name=w1', '-o', 'jsonpath={.items[*].reason}'])).split(' ');
+        const events = JSON.parse(await kubectl(['get', 'events.events.k8s.io', '-n', NS, '-o', 'json'])) as { items: Array<{ reason: string; regarding: { name: string } }> };
+        const reasons = events.items.filter((e) => e.regarding.name === 'w1').map((e) => e.reason);
         return reasons.includes('ChildCreated') && reasons.includes('ChildDeleted');
       },
       { timeoutMs: 15_000, intervalMs: 300, what: 'ChildCreated and ChildDeleted events on w1' },
@@ -275,7 +276,7 @@ describeE2E('controller machinery', () => {
         expect(Number(deleted.deleted)).toBe(1);
         for (let i = 0; i < 20; i++) await etcd.put('/machinery-test/filler').value(String(i));
         const status = await etcd.maintenance.status();
-        await etcd.kv.compact({ revision: status.header.revision, physical: true } as never);
+        await etcd.kv.compact({ revision: status.header.revision, physical: true });
       } finally {
         etcd.close();
       }
