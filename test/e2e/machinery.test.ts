@@ -19,6 +19,7 @@ import { CLUSTER_LABEL } from '../../src/lib/labels.ts';
 import { silentLogger } from '../../src/lib/log.ts';
 import { waitFor } from '../../src/lib/time.ts';
 import { Controller, type ReconcileContext } from '../../src/operator/controller.ts';
+import { cleanupClusterData } from '../../src/operator/cleanup.ts';
 import { deletionPolicyOf, handleFinalizer, CLEANUP_FINALIZER } from '../../src/operator/finalizer.ts';
 import { KubeClient, type KindRef, type KubeObject } from '../../src/operator/kube/client.ts';
 import { EventRecorder } from '../../src/operator/kube/events.ts';
@@ -238,6 +239,17 @@ describeE2E('controller machinery', () => {
     await waitFor(async () => !(await exists(['widget', 'w1'])), { timeoutMs: 30_000, intervalMs: 200, what: 'w1 to be gone' });
     await waitFor(async () => !(await exists(['configmap', 'w1-config'])), { timeoutMs: 60_000, intervalMs: 300, what: 'the garbage collector to delete w1-config' });
     expect(cleanups).toEqual([`${NS}/w2`]);
+  });
+
+  it("the cleanup of a cluster with managed stores deletes its stores' PVCs and nothing else", async () => {
+    const pvc = (name: string) => ({ apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name, namespace: NS }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } });
+    const names = ['data-kv-etcd-0', 'data-kv-etcd-2', 'snap-kv-dragonfly-0', 'data-kv-0', 'data-kv2-etcd-0', 'data-kv-etcd-x'];
+    await kubectl(['apply', '-f', '-'], names.map((n) => stringify(pvc(n))).join('---\n'));
+    const report = await cleanupClusterData({ client: new KubeClient(kc), cluster: { namespace: NS, name: 'kv' }, spec: { etcd: { managed: {} }, dragonfly: { managed: {} } } as never, log: silentLogger() });
+    expect(report.pvcsDeleted.sort()).toEqual(['data-kv-etcd-0', 'data-kv-etcd-2', 'snap-kv-dragonfly-0']);
+    const left = async (n: string) => (await exists(['pvc', n])) && (await jsonpath(['pvc', n], '.metadata.deletionTimestamp')) === '';
+    for (const n of ['data-kv-0', 'data-kv2-etcd-0', 'data-kv-etcd-x']) expect(await left(n)).toBe(true);
+    for (const n of report.pvcsDeleted) expect(await left(n)).toBe(false);
   });
 
   it('serves the metrics: reconcile histogram, errors, queue depth, apply writes, process metrics', async () => {
