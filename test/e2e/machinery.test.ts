@@ -111,20 +111,23 @@ describeE2E('controller machinery', () => {
     );
   };
 
-  const newController = (m: OperatorMetrics): Controller =>
-    new Controller({ kc, namespaces: [NS], primary: WIDGET, kinds: [CONFIGMAP, SERVICE], reconcile, log: silentLogger(), metrics: m, retryBaseMs: 200, retryMaxMs: 2000 });
+  let events: EventRecorder | undefined;
+  const newController = (m: OperatorMetrics, withEvents?: EventRecorder): Controller =>
+    new Controller({ kc, namespaces: [NS], primary: WIDGET, kinds: [CONFIGMAP, SERVICE], reconcile, log: silentLogger(), metrics: m, events: withEvents, retryBaseMs: 200, retryMaxMs: 2000 });
 
   beforeAll(async () => {
     kc = new KubeConfig();
     kc.loadFromFile(kube().kubeconfig);
     await kubectl(['apply', '-f', '-'], stringify(widgetCrd));
     await kubectl(['wait', '--for=condition=Established', 'crd/widgets.machinery.hotstandby.dev', '--timeout=60s']);
-    controller = newController(metrics);
+    events = new EventRecorder({ client: new KubeClient(kc), instance: 'machinery-test', log: silentLogger() });
+    controller = newController(metrics, events);
     await controller.start();
   }, 120_000);
 
   afterAll(async () => {
     await controller?.stop();
+    await events?.stop();
   });
 
   it('creates the children with server-side apply under our field manager, owned by the widget', async () => {
