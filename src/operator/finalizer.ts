@@ -47,9 +47,9 @@ export async function handleFinalizer(opts: FinalizerOptions): Promise<Finalizer
   if (opts.obj.metadata.deletionTimestamp) {
     if (!has) return 'deleting';
     if (opts.policy === 'Delete') {
-      opts.log.info({ cluster: id }, 'deletionPolicy Delete: removing the cluster data before the cluster goes');
+      opts.log.info({ object: id }, 'deletionPolicy Delete: removing the cluster data before the cluster goes');
       await opts.cleanup();
-      opts.log.info({ cluster: id }, 'cluster data removed');
+      opts.log.info({ object: id }, 'cluster data removed');
     }
     await setFinalizers(opts.client, opts.obj, current.filter((f) => f !== finalizer));
     return 'deleting';

@@ -19,6 +19,7 @@ import { CLUSTER_LABEL } from '../../src/lib/labels.ts';
 import { silentLogger } from '../../src/lib/log.ts';
 import { waitFor } from '../../src/lib/time.ts';
 import { Controller, type ReconcileContext } from '../../src/operator/controller.ts';
+import { cleanupClusterData } from '../../src/operator/cleanup.ts';
 import { deletionPolicyOf, handleFinalizer, CLEANUP_FINALIZER } from '../../src/operator/finalizer.ts';
 import { KubeClient, type KindRef, type KubeObject } from '../../src/operator/kube/client.ts';
 import { EventRecorder } from '../../src/operator/kube/events.ts';
@@ -110,20 +111,23 @@ describeE2E('controller machinery', () => {
     );
   };
 
-  const newController = (m: OperatorMetrics): Controller =>
-    new Controller({ kc, namespaces: [NS], primary: WIDGET, kinds: [CONFIGMAP, SERVICE], reconcile, log: silentLogger(), metrics: m, retryBaseMs: 200, retryMaxMs: 2000 });
+  let events: EventRecorder | undefined;
+  const newController = (m: OperatorMetrics, withEvents?: EventRecorder): Controller =>
+    new Controller({ kc, namespaces: [NS], primary: WIDGET, kinds: [CONFIGMAP, SERVICE], reconcile, log: silentLogger(), metrics: m, events: withEvents, retryBaseMs: 200, retryMaxMs: 2000 });
 
   beforeAll(async () => {
     kc = new KubeConfig();
     kc.loadFromFile(kube().kubeconfig);
     await kubectl(['apply', '-f', '-'], stringify(widgetCrd));
     await kubectl(['wait', '--for=condition=Established', 'crd/widgets.machinery.hotstandby.dev', '--timeout=60s']);
-    controller = newController(metrics);
+    events = new EventRecorder({ client: new KubeClient(kc), instance: 'machinery-test', log: silentLogger() });
+    controller = newController(metrics, events);
     await controller.start();
   }, 120_000);
 
   afterAll(async () => {
     await controller?.stop();
+    await events?.stop();
   });
 
   it('creates the children with server-side apply under our field manager, owned by the widget', async () => {
@@ -195,7 +199,8 @@ describeE2E('controller machinery', () => {
   it('records ChildCreated and ChildDeleted events on the widget', async () => {
     await waitFor(
       async () => {
-        const reasons = (await kubectl(['get', 'events.events.k8s.io', '-n', NS, '--field-selector', 'regarding.name=w1', '-o', 'jsonpath={.items[*].reason}'])).split(' ');
+        const events = JSON.parse(await kubectl(['get', 'events.events.k8s.io', '-n', NS, '-o', 'json'])) as { items: Array<{ reason: string; regarding: { name: string } }> };
+        const reasons = events.items.filter((e) => e.regarding.name === 'w1').map((e) => e.reason);
         return reasons.includes('ChildCreated') && reasons.includes('ChildDeleted');
       },
       { timeoutMs: 15_000, intervalMs: 300, what: 'ChildCreated and ChildDeleted events on w1' },
@@ -239,6 +244,17 @@ describeE2E('controller machinery', () => {
     expect(cleanups).toEqual([`${NS}/w2`]);
   });
 
+  it("the cleanup of a cluster with managed stores deletes its stores' PVCs and nothing else", async () => {
+    const pvc = (name: string) => ({ apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name, namespace: NS }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } });
+    const names = ['data-kv-etcd-0', 'data-kv-etcd-2', 'snap-kv-dragonfly-0', 'data-kv-0', 'data-kv2-etcd-0', 'data-kv-etcd-x'];
+    await kubectl(['apply', '-f', '-'], names.map((n) => stringify(pvc(n))).join('---\n'));
+    const report = await cleanupClusterData({ client: new KubeClient(kc), cluster: { namespace: NS, name: 'kv' }, spec: { etcd: { managed: {} }, dragonfly: { managed: {} } } as never, log: silentLogger() });
+    expect(report.pvcsDeleted.sort()).toEqual(['data-kv-etcd-0', 'data-kv-etcd-2', 'snap-kv-dragonfly-0']);
+    const left = async (n: string) => (await exists(['pvc', n])) && (await jsonpath(['pvc', n], '.metadata.deletionTimestamp')) === '';
+    for (const n of ['data-kv-0', 'data-kv2-etcd-0', 'data-kv-etcd-x']) expect(await left(n)).toBe(true);
+    for (const n of report.pvcsDeleted) expect(await left(n)).toBe(false);
+  });
+
   it('serves the metrics: reconcile histogram, errors, queue depth, apply writes, process metrics', async () => {
     const text = await metrics.render();
     for (const name of ['hotstandby_reconcile_duration_seconds_bucket', 'hotstandby_workqueue_depth 0', 'hotstandby_apply_writes_total{kind="ConfigMap"}', 'process_cpu_user_seconds_total', 'nodejs_heap_size_used_bytes']) {
@@ -275,7 +291,7 @@ describeE2E('controller machinery', () => {
         expect(Number(deleted.deleted)).toBe(1);
         for (let i = 0; i < 20; i++) await etcd.put('/machinery-test/filler').value(String(i));
         const status = await etcd.maintenance.status();
-        await etcd.kv.compact({ revision: status.header.revision, physical: true } as never);
+        await etcd.kv.compact({ revision: status.header.revision, physical: true });
       } finally {
         etcd.close();
       }

@@ -98,6 +98,19 @@ describeE2E('hotstandby operator', () => {
     expect(await status('kv', '.status.lastFailover.from')).toBe(old.name);
     expect(await status('kv', '.status.lastFailover.to')).toBe(next.name);
     expect(Number(await status('kv', '.status.lastFailover.durationMs'))).toBeGreaterThan(0);
+    // The failover is an Event on the cluster and a leader change in /metrics.
+    await waitFor(
+      async () => {
+        const events = JSON.parse(await kube().kubectl(['get', 'events.events.k8s.io', '-n', 'default', '-o', 'json'])) as { items: Array<{ reason: string; note: string; regarding: { name: string } }> };
+        return events.items.some((e) => e.reason === 'FailoverObserved' && e.regarding.name === 'kv' && e.note.includes(`from ${old.name} to ${next.name}`));
+      },
+      { timeoutMs: 15_000, intervalMs: 500, what: `a FailoverObserved event from ${old.name} to ${next.name}` },
+    );
+    const holder = (await kube().kubectl(['get', 'lease', 'hotstandby-operator', '-n', 'default', '-o', 'jsonpath={.spec.holderIdentity}'])).trim();
+    const text = await (await fetch(`http://127.0.0.1:${operators.find((o) => o.name === holder)!.port}/metrics`)).text();
+    expect(text).toMatch(/hotstandby_leader_changes_total\{cluster="default\/kv"\} [1-9]/);
+    expect(text).toMatch(/hotstandby_failover_duration_seconds_count\{cluster="default\/kv"\} [1-9]/);
+    expect(text).toMatch(/hotstandby_member_lag\{cluster="default\/kv",member="[^"]+"\} \d+/);
     await members.restart(old);
   });
 

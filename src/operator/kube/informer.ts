@@ -78,7 +78,11 @@ export class Informer {
         setImmediate(() => this.healthy(entry));
         return result;
       };
-      const lw = new ListWatch<KubernetesObject>(path, watch as unknown as Watch, list as unknown as () => Promise<never>, false, this.o.labelSelector);
+      // The reconnect delay is cut short by stop(), so no timer outlives the informer.
+      const delayFn = (ms: number): Promise<void> => sleep(ms, this.abort.signal).catch(() => undefined);
+      const lw = new ListWatch<KubernetesObject>(path, watch as unknown as Watch, list as unknown as () => Promise<never>, false, this.o.labelSelector, undefined, {
+        delayFn,
+      });
       const entry = {
         namespace,
         lw,
