@@ -21,8 +21,11 @@ export interface AgentConfig {
   maxLagOnFailover: number;
   /** Delay between successive candidates in the catch-up ranking. */
   candidacyStepMs: number;
-  /** A master that has not talked to its agent for this long makes the agent ineligible to lead. */
-  masterContactTimeoutMs: number;
+  /**
+   * The master is gone once it has had no request open to the local API for
+   * this long: a leader resigns, a standby does not campaign (MasterSession).
+   */
+  masterLivenessTimeoutMs: number;
   /** How long a new leader waits for its master to apply the log to its end. */
   promotionTimeoutMs: number;
   oplogMaxLength: number;
@@ -37,7 +40,16 @@ export const AGENT_DEFAULTS = {
   leaseTtlSeconds: 5,
   maxLagOnFailover: 1000,
   candidacyStepMs: 250,
-  masterContactTimeoutMs: 5000,
+  // Why 500 ms: a crashed master's connections close at once, so this is
+  // nearly all of the detection time, and a failover after it costs ~100-300
+  // ms more (revoke, watch, campaign, raise the epoch, the standby's last
+  // acks), which keeps master crash -> writes elsewhere under 1 s at p99
+  // with any lease TTL (the TTL is not waited out: the lease is revoked). A
+  // live master re-issues its role long-poll within milliseconds of each
+  // answer, and holds it open through its own pauses (GC, a big apply), so
+  // 500 ms of silence with nothing open is not a hiccup; masters that do not
+  // hold a poll open call any endpoint at least every 250 ms (half of it).
+  masterLivenessTimeoutMs: 500,
   promotionTimeoutMs: 30_000,
   oplogMaxLength: 1_000_000,
   snapshotEveryEntries: 100_000,
@@ -69,7 +81,7 @@ const ENV_NAMES: Record<keyof AgentConfig, string> = {
   demoteMarginMs: 'HOTSTANDBY_DEMOTE_MARGIN_MS',
   maxLagOnFailover: 'HOTSTANDBY_MAX_LAG_ON_FAILOVER',
   candidacyStepMs: 'HOTSTANDBY_CANDIDACY_STEP_MS',
-  masterContactTimeoutMs: 'HOTSTANDBY_MASTER_CONTACT_TIMEOUT_MS',
+  masterLivenessTimeoutMs: 'HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS',
   promotionTimeoutMs: 'HOTSTANDBY_PROMOTION_TIMEOUT_MS',
   oplogMaxLength: 'HOTSTANDBY_OPLOG_MAX_LENGTH',
   snapshotEveryEntries: 'HOTSTANDBY_SNAPSHOT_EVERY_ENTRIES',
@@ -90,7 +102,7 @@ export const FLAG_NAMES: Record<keyof AgentConfig, string> = {
   demoteMarginMs: '--demote-margin-ms',
   maxLagOnFailover: '--max-lag-on-failover',
   candidacyStepMs: '--candidacy-step-ms',
-  masterContactTimeoutMs: '--master-contact-timeout-ms',
+  masterLivenessTimeoutMs: '--master-liveness-timeout-ms',
   promotionTimeoutMs: '--promotion-timeout-ms',
   oplogMaxLength: '--oplog-max-length',
   snapshotEveryEntries: '--snapshot-every-entries',
@@ -202,7 +214,7 @@ export function resolveAgentConfig(flags: RawAgentSettings, env: NodeJS.ProcessE
     demoteMarginMs,
     maxLagOnFailover: intSetting(get('maxLagOnFailover'), 'maxLagOnFailover', AGENT_DEFAULTS.maxLagOnFailover, 0, 1e12),
     candidacyStepMs: intSetting(get('candidacyStepMs'), 'candidacyStepMs', AGENT_DEFAULTS.candidacyStepMs, 0, 10_000),
-    masterContactTimeoutMs: intSetting(get('masterContactTimeoutMs'), 'masterContactTimeoutMs', AGENT_DEFAULTS.masterContactTimeoutMs, 500, 600_000),
+    masterLivenessTimeoutMs: intSetting(get('masterLivenessTimeoutMs'), 'masterLivenessTimeoutMs', AGENT_DEFAULTS.masterLivenessTimeoutMs, 100, 600_000),
     promotionTimeoutMs: intSetting(get('promotionTimeoutMs'), 'promotionTimeoutMs', AGENT_DEFAULTS.promotionTimeoutMs, 1000, 3_600_000),
     oplogMaxLength,
     snapshotEveryEntries,
