@@ -49,8 +49,8 @@ const RETRY_AFTER_SECONDS = 1;
 
 /**
  * A client request refused without being applied; `status` is the HTTP answer.
- * 409 `not_leader` names the leader; 503 (`catching_up`, `no_leader`,
- * `unavailable`) means "retry shortly", here or at the leader.
+ * 409 `not_leader` names the leader when one is known; 503 (`catching_up`,
+ * `unavailable`) means "retry shortly" (Retry-After).
  */
 class WriteRefused extends Error {
   readonly status: number;
@@ -82,6 +82,8 @@ export class KvMaster {
   private ackTimer: NodeJS.Timeout | undefined;
   private ackedSeq = 0;
   private snapshotting = false;
+  /** Between the agent saying writable and this master being ready to write (stop following, catch up). */
+  private enteringWriteMode = false;
   private roleLoopDone: Promise<void> = Promise.resolve();
   /** New for every process: the agent tells a restarted master from the one before (X-Master-Instance). */
   readonly instance = randomUUID();
@@ -148,23 +150,14 @@ export class KvMaster {
     if (was?.role !== s.role || was?.epoch !== s.epoch) {
       this.log.info({ role: s.role, epoch: s.epoch, appliedSeq: this.store.appliedSeq, headSeq: s.headSeq }, 'agent role');
     }
-    if (s.writable && !this.writable) {
+    if (s.writable && !this.writable && !this.enteringWriteMode) {
       // Promotion: the agent made us writable only after we acked its head.
-      await this.stopFollower();
-      if (this.closed || !this.status?.writable) return;
-      if (this.store.appliedSeq < s.headSeq) {
-        // Never serve as leader from behind the head, whatever the agent says.
-        try {
-          await this.fillFromLog(s.headSeq);
-        } catch (err) {
-          this.log.error({ err: (err as Error).message, appliedSeq: this.store.appliedSeq, headSeq: s.headSeq }, 'told to write while behind the head and could not catch up; not writable');
-          return;
-        }
-        this.flushAck();
-        if (this.closed || !this.status?.writable) return;
+      this.enteringWriteMode = true;
+      try {
+        await this.enterWriteMode(s);
+      } finally {
+        this.enteringWriteMode = false;
       }
-      this.writable = true;
-      this.log.info({ epoch: s.epoch, appliedSeq: this.store.appliedSeq }, 'leading: accepting writes');
     } else if (!s.writable) {
       this.stopWrites(`this member is ${s.role}`);
     }
@@ -174,6 +167,25 @@ export class KvMaster {
       this.snapshotting = true;
       setImmediate(() => void this.takeSnapshot());
     }
+  }
+
+  /** Stops following, makes sure the state reaches the head the agent named, then takes writes. */
+  private async enterWriteMode(s: RoleStatus): Promise<void> {
+    await this.stopFollower();
+    if (this.closed || !this.status?.writable) return;
+    if (this.store.appliedSeq < s.headSeq) {
+      // Never serve as leader from behind the head, whatever the agent says.
+      try {
+        await this.fillFromLog(s.headSeq);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message, appliedSeq: this.store.appliedSeq, headSeq: s.headSeq }, 'told to write while behind the head and could not catch up; not writable');
+        return;
+      }
+      this.flushAck();
+      if (this.closed || !this.status?.writable) return;
+    }
+    this.writable = true;
+    this.log.info({ epoch: s.epoch, appliedSeq: this.store.appliedSeq }, 'leading: accepting writes');
   }
 
   /** Leaves write mode at once; queued writes are refused, none is applied. */
@@ -273,19 +285,15 @@ export class KvMaster {
    * Why this master does not serve a request as leader right now. A member
    * that is becoming leader but has not applied the log to its head answers
    * 503 `catching_up`, never from its partial state (a read would say 404 for
-   * an acknowledged key); with no leader known, 503 `no_leader`; otherwise 409
-   * naming the leader.
+   * an acknowledged key); otherwise 409 `not_leader` naming the leader when
+   * one is known (X-Leader).
    */
   private notServing(): WriteRefused {
     const s = this.status;
-    if (s && (s.role === 'promoting' || s.role === 'leader')) {
+    if (s && (s.role === 'promoting' || this.enteringWriteMode)) {
       return new WriteRefused(503, `catching up before leading: applied ${this.store.appliedSeq} of ${s.headSeq}; retry shortly`, undefined, 'catching_up');
     }
-    const leader = this.leaderAddress();
-    if (!leader && !this.closed) {
-      return new WriteRefused(503, `no leader right now (this member is ${s?.role ?? 'starting'}); retry shortly`, undefined, 'no_leader');
-    }
-    return new WriteRefused(409, `not the leader (this member is ${s?.role ?? 'starting'})`, leader);
+    return new WriteRefused(409, `not the leader (this member is ${s?.role ?? 'starting'})`, this.leaderAddress());
   }
 
   private write(op: 'put' | 'delete', key: string, payload: string): Promise<{ seq: number; epoch: number }> {
