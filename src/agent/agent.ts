@@ -192,7 +192,7 @@ export class Agent implements LocalApiBackend {
   }
 
   /** The local API calls this for every request from the master (see MasterSession). */
-  masterRequest(instance: string | undefined): () => void {
+  masterRequest(instance: string | undefined): (droppedPoll?: boolean) => void {
     return this.master.begin(instance);
   }
 
@@ -223,6 +223,8 @@ export class Agent implements LocalApiBackend {
       // An agent whose master is gone must not lead: nobody would apply the log.
       return { eligible: false, delayMs: 0, reason: `the master is gone (no request from it for ${this.master.silentForMs()} ms)` };
     }
+    // Side by side: each is a round trip on the failover path.
+    const switchoverRead = this.readSwitchover().catch(() => undefined);
     let headSeq: number;
     try {
       headSeq = await withTimeout(this.oplog.headSeq(), STORE_CALL_TIMEOUT_MS, 'the log head');
@@ -230,7 +232,7 @@ export class Agent implements LocalApiBackend {
       return { eligible: false, delayMs: 0, reason: `cannot read the log head: ${(err as Error).message}` };
     }
     this.board.update({ headSeq });
-    const switchover = await this.readSwitchover().catch(() => undefined);
+    const switchover = await switchoverRead;
     return decideCandidacy({
       self: this.member,
       selfAppliedSeq: this.board.get().appliedSeq,

@@ -40,15 +40,16 @@ export const AGENT_DEFAULTS = {
   leaseTtlSeconds: 5,
   maxLagOnFailover: 1000,
   candidacyStepMs: 250,
-  // Why 500 ms: a crashed master's connections close at once, so this is
-  // nearly all of the detection time, and a failover after it costs ~100-300
-  // ms more (revoke, watch, campaign, raise the epoch, the standby's last
-  // acks), which keeps master crash -> writes elsewhere under 1 s at p99
-  // with any lease TTL (the TTL is not waited out: the lease is revoked). A
-  // live master re-issues its role long-poll within milliseconds of each
-  // answer, and holds it open through its own pauses (GC, a big apply), so
-  // 500 ms of silence with nothing open is not a hiccup; masters that do not
-  // hold a poll open call any endpoint at least every 250 ms (half of it).
+  // Why 500 ms. A crashed master's connections close at once, and a dropped
+  // role long-poll (a live master never drops its own) makes the master gone
+  // after a fifth of this, 100 ms; the failover after that costs ~100-200 ms
+  // (revoke, watch, candidacy, grant + txn, raise the epoch), so master crash
+  // -> writes accepted elsewhere stays well under 1 s at p99 with the default
+  // 5 s TTL, which is never waited out (the lease is revoked). The full 500 ms
+  // applies to a master that holds no poll open (heartbeat masters: a call
+  // at least every 250 ms), still under 1 s. A live master re-issues its poll
+  // within milliseconds of each answer and holds it open through its own
+  // pauses (GC, a big apply), so 500 ms with nothing open is not a hiccup.
   masterLivenessTimeoutMs: 500,
   promotionTimeoutMs: 30_000,
   oplogMaxLength: 1_000_000,

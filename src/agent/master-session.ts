@@ -7,7 +7,11 @@
 // its log stream, any call in flight), or its last request ended less than
 // `timeoutMs` ago. A master that crashes loses its connections at once (the
 // kernel closes them), so the end of its last open request starts the clock:
-// detection takes `timeoutMs`, not a heartbeat period plus a timeout.
+// detection takes `timeoutMs`, not a heartbeat period plus a timeout. A
+// dropped role long-poll (the master's side closed it before the answer) is
+// the crash signal itself: a live master never abandons its poll, so with
+// nothing else open the master is gone after timeoutMs / 5 (the grace covers
+// a master that re-opens a poll its connection lost).
 //
 // Instance: the master names itself on every request with the header
 // X-Master-Instance (any token, new each time the process starts). A new name
@@ -53,6 +57,8 @@ export class MasterSession {
   /** Monotonic ms of the last request start or end; -Infinity before the first. */
   private lastContact = Number.NEGATIVE_INFINITY;
   private current: string | undefined;
+  /** Monotonic ms a role long-poll was dropped by the master since its last request began; undefined if none. */
+  private droppedPollAt: number | undefined;
   private seenAny = false;
   private gone = true;
   private readonly retired: string[] = [];
@@ -72,21 +78,22 @@ export class MasterSession {
 
   /** True while the master has a request open or ended its last one less than timeoutMs ago. */
   alive(): boolean {
-    return !this.gone && (this.open > 0 || monotonicMs() - this.lastContact < this.opts.timeoutMs);
+    return !this.gone && (this.open > 0 || monotonicMs() < this.goneAt());
   }
 
   /** How long the master has been silent (0 while a request is open). */
   silentForMs(): number {
     if (this.open > 0) return 0;
-    return Math.round(monotonicMs() - this.lastContact);
+    return Math.round(monotonicMs() - Math.max(this.lastContact, this.droppedPollAt ?? Number.NEGATIVE_INFINITY));
   }
 
   /**
    * A request from the master begins. Returns the function to call when it
-   * ends (exactly once). Throws SupersededError, counting nothing, for an
-   * instance that was replaced.
+   * ends (exactly once), telling whether it was a role long-poll the master
+   * dropped before the answer. Throws SupersededError, counting nothing, for
+   * an instance that was replaced.
    */
-  begin(instance: string | undefined): () => void {
+  begin(instance: string | undefined): (droppedPoll?: boolean) => void {
     if (instance !== undefined && this.retired.includes(instance)) throw new SupersededError(instance, this.current);
     const wasGone = this.gone;
     const isNew = !this.seenAny || (instance !== undefined ? instance !== this.current : wasGone && this.current === undefined);
@@ -99,15 +106,18 @@ export class MasterSession {
     this.seenAny = true;
     this.open++;
     this.lastContact = monotonicMs();
+    this.droppedPollAt = undefined;
     this.gone = false;
     if (isNew) this.opts.onNewInstance(instance, previous);
     if (wasGone) this.opts.onBack();
     let ended = false;
-    return () => {
+    return (droppedPoll = false) => {
       if (ended) return;
       ended = true;
       this.open--;
-      this.lastContact = monotonicMs();
+      const now = monotonicMs();
+      if (droppedPoll) this.droppedPollAt = now;
+      else this.lastContact = now;
       if (this.open === 0) this.arm();
     };
   }
@@ -118,6 +128,17 @@ export class MasterSession {
     if (this.timer) clearTimeout(this.timer);
     if (this.checkPending) clearImmediate(this.checkPending);
     this.timer = this.checkPending = undefined;
+  }
+
+  /** After a dropped poll: gone this long after the drop, with nothing open. */
+  private get dropGraceMs(): number {
+    return Math.max(1, Math.floor(this.opts.timeoutMs / 5));
+  }
+
+  /** When, with nothing open, the master counts as gone (monotonic ms). */
+  private goneAt(): number {
+    const bySilence = this.lastContact + this.opts.timeoutMs;
+    return this.droppedPollAt === undefined ? bySilence : Math.min(bySilence, this.droppedPollAt + this.dropGraceMs);
   }
 
   private arm(): void {
@@ -132,17 +153,17 @@ export class MasterSession {
         this.checkPending = undefined;
         this.check();
       });
-    }, this.opts.timeoutMs);
+    }, Math.max(1, Math.ceil(this.goneAt() - monotonicMs())));
   }
 
   private check(): void {
     if (this.closed || this.gone || this.open > 0) return;
-    const silent = monotonicMs() - this.lastContact;
-    if (silent < this.opts.timeoutMs) {
+    const now = monotonicMs();
+    if (now < this.goneAt()) {
       this.arm();
       return;
     }
     this.gone = true;
-    this.opts.onGone(Math.round(silent));
+    this.opts.onGone(Math.round(now - Math.max(this.lastContact, this.droppedPollAt ?? Number.NEGATIVE_INFINITY)));
   }
 }

@@ -123,6 +123,7 @@ export class KvMaster {
   private async roleLoop(): Promise<void> {
     let version: number | undefined;
     let lastError = '';
+    let failures = 0;
     while (!this.closed) {
       let s: RoleStatus;
       try {
@@ -133,12 +134,14 @@ export class KvMaster {
         if (message !== lastError) this.log.warn({ err: message }, 'cannot reach the agent; not writable until it answers');
         lastError = message;
         this.stopWrites('the agent cannot be reached');
-        // Short: the agent counts a master without a request open as gone after its liveness timeout.
-        await sleep(100, this.lifetime.signal).catch(() => undefined);
+        // At once the first time (a lost connection), then briefly: the agent
+        // counts a master without a poll open as gone after its liveness timeout.
+        if (failures++ > 0) await sleep(100, this.lifetime.signal).catch(() => undefined);
         version = undefined;
         continue;
       }
       lastError = '';
+      failures = 0;
       version = s.version;
       await this.onStatus(s);
     }

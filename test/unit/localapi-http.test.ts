@@ -16,7 +16,7 @@ import { SupersededError } from '../../src/agent/master-session.ts';
 
 interface Recorder {
   calls: string[];
-  /** masterRequest calls: "begin <instance|->" and "end". */
+  /** masterRequest calls: "begin <instance|->", then "end" or "dropped" (a role long-poll closed unanswered). */
   master: string[];
   /** Entries the stream iterator has produced so far. */
   produced: () => number;
@@ -49,7 +49,7 @@ function recorder(over: Partial<LocalApiBackend> = {}): Recorder {
     member: 'm0',
     masterRequest: (instance) => {
       master.push(`begin ${instance ?? '-'}`);
-      return () => void master.push('end');
+      return (droppedPoll) => void master.push(droppedPoll ? 'dropped' : 'end');
     },
     status: () => status(),
     waitForStatusChange: (after, timeoutMs, signal) => {
@@ -339,7 +339,7 @@ describe('local API HTTP layer', () => {
     expect(rec.master).toEqual(['begin a1b2-c3', 'end', 'begin -', 'end']);
   });
 
-  it('an open long-poll is master contact until the master goes away (its socket closes)', async () => {
+  it('an open long-poll is master contact until the master goes away: its socket closing unanswered is a dropped poll', async () => {
     const rec = recorder();
     const s = await start(rec);
     const [host, port] = s.address.split(':');
@@ -349,7 +349,10 @@ describe('local API HTTP layer', () => {
     expect(rec.master).toEqual(['begin i1']);
     req.destroy();
     await new Promise((r) => setTimeout(r, 200));
-    expect(rec.master).toEqual(['begin i1', 'end']);
+    expect(rec.master).toEqual(['begin i1', 'dropped']);
+    // Answered (the wait timed out): an ordinary end.
+    await request(s.address, 'GET', '/v1/role?after=1&timeoutMs=100', undefined, { 'x-master-instance': 'i1' });
+    expect(rec.master).toEqual(['begin i1', 'dropped', 'begin i1', 'end']);
   });
 
   it('a malformed X-Master-Instance is refused with 400 naming it; a superseded instance with 409 superseded', async () => {

@@ -64,6 +64,35 @@ describe('MasterSession', () => {
     s.close();
   });
 
+  it('a dropped role long-poll with nothing else open means gone after a fifth of the timeout', async () => {
+    const { s, events } = session(1000);
+    s.begin('a')(true);
+    await sleep(400);
+    expect(s.alive()).toBe(false);
+    expect(events).toContain('gone');
+    s.close();
+  });
+
+  it('a dropped poll while another request is open counts for nothing; a request begun after it clears it', async () => {
+    const { s, events } = session(1000);
+    const stream = s.begin('a');
+    s.begin('a')(true);
+    await sleep(400);
+    expect(s.alive()).toBe(true);
+    stream();
+    // The stream ended normally after the drop: the drop still marks the master as leaving.
+    await sleep(400);
+    expect(events).toContain('gone');
+    const { s: s2, events: events2 } = session(1000);
+    s2.begin('a')(true);
+    s2.begin('a')(); // the master re-opened a poll (its connection was lost, not its process)
+    await sleep(400);
+    expect(s2.alive()).toBe(true);
+    expect(events2).not.toContain('gone');
+    s.close();
+    s2.close();
+  });
+
   it('a new instance name is reported; requests from the replaced one are refused', () => {
     const { s, events } = session();
     const endA = s.begin('a');

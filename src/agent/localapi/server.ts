@@ -443,8 +443,11 @@ export async function startLocalApi(opts: LocalApiOptions): Promise<LocalApiServ
         // it alive while it is open (MasterSession); 'close' ends it, also
         // when the master's process dies and the kernel closes its socket.
         const release = opts.backend.masterRequest(masterInstance(req));
-        if (res.closed) release();
-        else res.once('close', release);
+        // A role long-poll closed before its answer was written: the master
+        // dropped it, which a live master never does (the crash signal).
+        const ended = (): void => release(route.path === '/v1/role' && !res.writableFinished);
+        if (res.closed) ended();
+        else res.once('close', ended);
       }
       await route.handler({ req, res, query: url.searchParams, param, signal: controller.signal, backend: opts.backend, log: reqLog });
     } catch (err) {
