@@ -253,7 +253,9 @@ export class Agent implements LocalApiBackend {
         this.onLeaderChanged(event.leader);
         break;
       case 'elected':
-        void this.promote(event.epoch, event.record);
+        // The master may have gone during the rank delay: never promote for nobody.
+        if (!this.master.alive()) this.resignForMaster('elected while the master is gone');
+        else void this.promote(event.epoch, event.record);
         break;
       case 'deposed':
         this.onDeposed(event.epoch, event.reason);
