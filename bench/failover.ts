@@ -62,8 +62,9 @@ if (values.json) {
   if (m.length) row('master crash', m, 'p99 < 1000 ms', percentile(m, 99) < 1000);
   out(`  baseline: the lease TTL, ${ttl * 1000} ms: a crashed leader's lease must expire before anyone else may lead`);
   if (m.length) {
-    out(`  master crash: the agent resigns ${AGENT_DEFAULTS.masterLivenessTimeoutMs} ms (--master-liveness-timeout-ms) after its master's last request ended;`);
-    out('                without it the agent kept renewing the lease for a master that was gone: no failover at all');
+    const timeout = AGENT_DEFAULTS.masterLivenessTimeoutMs;
+    out(`  master crash: the agent resigns ${timeout / 5} ms after its master's role long-poll dropped (${timeout} ms, --master-liveness-timeout-ms,`);
+    out('                for a master without a poll open); before, the agent kept renewing the lease for a master that was gone: no failover at all');
   }
   out();
   if (f.length) bars('failover', f, 250);
