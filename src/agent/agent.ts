@@ -11,13 +11,14 @@ import { Redis } from 'ioredis';
 import type { AgentConfig } from './config.ts';
 import { LeaderElection, etcdFaultHandling, type ElectionEvent } from './election.ts';
 import { MemberRegistry } from './registry.ts';
-import { decideCandidacy } from './candidacy.ts';
+import { decideCandidacy, MASTER_DOWN_STATE } from './candidacy.ts';
 import { OpLog } from './oplog.ts';
 import { OpLogTailer } from './tailer.ts';
 import { SnapshotStore } from './snapshots.ts';
 import { DeleteEvents } from './deletes.ts';
 import { MetadataStore } from './metadata.ts';
 import { StatusBoard } from './status-board.ts';
+import { MasterSession } from './master-session.ts';
 import { snapshotWanted } from './snapshot-policy.ts';
 import { startLocalApi, type LocalApiServer } from './localapi/server.ts';
 import { startHealthServer, type HealthServer, type ProbeResult } from './health-server.ts';
@@ -77,9 +78,8 @@ export class Agent implements LocalApiBackend {
   /** Aborted on close: ends streams, promotion waits and loops. */
   private readonly lifetime = new AbortController();
   private closing = false;
-  private lastMasterContact = 0;
-  /** Long-polls and log streams the master holds open: it is in contact all along. */
-  private openMasterCalls = 0;
+  /** Whether the master beside us is alive, and which process it is. */
+  private readonly master: MasterSession;
   private leaderLog: Logger;
   /** Appends in flight; a switchover waits for them before resigning. */
   private inflightAppends = 0;
@@ -151,6 +151,12 @@ export class Agent implements LocalApiBackend {
     if (config.kube) {
       this.labeler = new PodLabeler({ client: new KubeClient(config.kube), clusterName: config.cluster.name, pod: config.member, log });
     }
+    this.master = new MasterSession({
+      timeoutMs: config.masterLivenessTimeoutMs,
+      onGone: (silentForMs) => this.onMasterGone(silentForMs),
+      onNewInstance: (instance, previous) => this.onNewMasterInstance(instance, previous),
+      onBack: () => this.log.info({ instance: this.master.instance }, 'the master talks to the agent again'),
+    });
   }
 
   /** Connects to both stores (bounded), registers, serves the local API and joins the election. */
@@ -231,27 +237,22 @@ export class Agent implements LocalApiBackend {
   // ---------------------------------------------------------------- status
 
   status(): RoleStatus {
-    this.touchMaster();
     return this.board.get();
   }
 
   waitForStatusChange(afterVersion: number, timeoutMs: number, signal: AbortSignal): Promise<RoleStatus> {
-    this.touchMaster();
-    this.openMasterCalls++;
     const combined = AbortSignal.any([signal, this.lifetime.signal]);
-    return this.board.waitForChange(afterVersion, timeoutMs, combined).finally(() => {
-      this.openMasterCalls--;
-      this.touchMaster();
-    });
+    return this.board.waitForChange(afterVersion, timeoutMs, combined);
+  }
+
+  /** The local API calls this for every request from the master (see MasterSession). */
+  masterRequest(instance: string | undefined): (droppedPoll?: boolean) => void {
+    return this.master.begin(instance);
   }
 
   private setRole(role: RoleStatus['role'], extra: Partial<RoleStatus> = {}): void {
     this.board.update({ role, writable: role === 'leader', ...extra });
     this.registry.update({ role });
-  }
-
-  private touchMaster(): void {
-    this.lastMasterContact = Date.now();
   }
 
   async health(): Promise<{ etcd: 'ok' | 'down'; stream: 'ok' | 'down' }> {
@@ -272,11 +273,12 @@ export class Agent implements LocalApiBackend {
 
   private async candidacy(): Promise<{ eligible: boolean; delayMs: number; reason: string }> {
     if (this.closing) return { eligible: false, delayMs: 0, reason: 'shutting down' };
-    const silentFor = this.openMasterCalls > 0 ? 0 : Date.now() - this.lastMasterContact;
-    if (silentFor > this.config.masterContactTimeoutMs) {
+    if (!this.master.alive()) {
       // An agent whose master is gone must not lead: nobody would apply the log.
-      return { eligible: false, delayMs: 0, reason: `no contact from the master for ${silentFor} ms` };
+      return { eligible: false, delayMs: 0, reason: `the master is gone (no request from it for ${this.master.silentForMs()} ms)` };
     }
+    // Side by side: each is a round trip on the failover path.
+    const switchoverRead = this.readSwitchover().catch(() => undefined);
     let headSeq: number;
     try {
       headSeq = await withTimeout(this.oplog.headSeq(), STORE_CALL_TIMEOUT_MS, 'the log head');
@@ -284,7 +286,7 @@ export class Agent implements LocalApiBackend {
       return { eligible: false, delayMs: 0, reason: `cannot read the log head: ${(err as Error).message}` };
     }
     this.board.update({ headSeq });
-    const switchover = await this.readSwitchover().catch(() => undefined);
+    const switchover = await switchoverRead;
     return decideCandidacy({
       self: this.member,
       selfAppliedSeq: this.board.get().appliedSeq,
@@ -305,7 +307,9 @@ export class Agent implements LocalApiBackend {
         this.onLeaderChanged(event.leader);
         break;
       case 'elected':
-        void this.promote(event.epoch, event.record);
+        // The master may have gone during the rank delay: never promote for nobody.
+        if (!this.master.alive()) this.resignForMaster('elected while the master is gone');
+        else void this.promote(event.epoch, event.record);
         break;
       case 'deposed':
         this.onDeposed(event.epoch, event.reason);
@@ -362,7 +366,11 @@ export class Agent implements LocalApiBackend {
       if (this.closing) return;
       this.leaderLog.error({ err: (err as Error).message }, 'promotion failed; resigning');
       if (err instanceof FencedError) this.onDeposed(epoch, 'key-changed');
-      await this.election.resign({ holdOffMs: this.config.leaseTtlSeconds * 1000 }).catch(() => undefined);
+      // Hold off only after a promotion of our own that failed; a term already
+      // given up (the master went away, a new master instance) must not delay
+      // this member's next campaign: candidacy() decides when it may.
+      const holdOffMs = this.election.holdsLeadership() ? this.config.leaseTtlSeconds * 1000 : 0;
+      await this.election.resign({ holdOffMs }).catch(() => undefined);
     }
   }
 
@@ -376,10 +384,49 @@ export class Agent implements LocalApiBackend {
     this.leaderLog = this.log;
   }
 
+  // ---------------------------------------------------------------- the master's health
+
+  /**
+   * The master crashed or hangs without a request open: nobody applies the
+   * log here, so this member must not lead. A leader resigns at once (its
+   * lease is revoked, a caught-up standby takes over without waiting for the
+   * TTL); candidacy() keeps it from campaigning until the master is back.
+   */
+  private onMasterGone(silentForMs: number): void {
+    const role = this.board.get().role;
+    this.log.warn({ silentForMs, role, instance: this.master.instance, timeoutMs: this.config.masterLivenessTimeoutMs }, 'the master is gone');
+    this.registry.update({ state: MASTER_DOWN_STATE });
+    if (role === 'leader' || role === 'promoting') this.resignForMaster('the master is gone');
+  }
+
+  /**
+   * A new master process: its state is unknown until it acknowledges what it
+   * applied, so what the previous one applied no longer counts. When this
+   * member leads, it resigns rather than holding writes until the new master
+   * catches up: a standby is already caught up and takes over in
+   * milliseconds, while the new master may need a snapshot and a long replay;
+   * and no path can then tell the new master it is writable before it caught
+   * up (it follows the log as a standby, and promotion waits for its ack).
+   */
+  private onNewMasterInstance(instance: string | undefined, previous: string | undefined): void {
+    const s = this.board.get();
+    if (previous !== undefined || s.appliedSeq > 0) {
+      this.log.info({ instance: instance ?? null, previous: previous ?? null, role: s.role }, 'a new master instance: its applied sequence is unknown until it acknowledges');
+    }
+    this.board.update({ appliedSeq: 0, receivedSeq: 0 });
+    this.registry.update({ appliedSeq: 0, receivedSeq: 0 });
+    if (s.role === 'leader' || s.role === 'promoting') this.resignForMaster('a new master instance has not caught up');
+  }
+
+  private resignForMaster(why: string): void {
+    this.leaderLog.warn({ why }, 'resigning: the master cannot lead');
+    // No hold-off: candidacy() refuses while the master is absent or behind.
+    void this.election.resign({ holdOffMs: 0 }).catch(() => undefined);
+  }
+
   // ---------------------------------------------------------------- log
 
   async append(entries: OpInput[]): Promise<{ epoch: number; firstSeq: number; lastSeq: number }> {
-    this.touchMaster();
     const status = this.board.get();
     if (status.role !== 'leader' || this.draining || !this.election.holdsLeadership()) {
       throw new NotLeaderError(status.role === 'leader' ? undefined : this.election.leader);
@@ -436,8 +483,6 @@ export class Agent implements LocalApiBackend {
   }
 
   async *streamEntries(fromSeq: number, signal: AbortSignal): AsyncIterable<StreamLine> {
-    this.touchMaster();
-    this.openMasterCalls++;
     const combined = AbortSignal.any([signal, this.lifetime.signal]);
     const tailer = new OpLogTailer({ redis: this.redis, keys: streamKeys(this.config.cluster), fromSeq, log: this.log });
     try {
@@ -449,7 +494,6 @@ export class Agent implements LocalApiBackend {
           if (combined.aborted) return;
           throw new StoreUnavailableError(`reading the log failed: ${(err as Error).message}`);
         }
-        this.touchMaster();
         if (event.type === 'entries') {
           for (const e of event.entries) {
             yield { type: 'entry', seq: e.seq, epoch: e.epoch, op: e.op, key: e.key, payload: e.payload };
@@ -471,14 +515,11 @@ export class Agent implements LocalApiBackend {
         }
       }
     } finally {
-      this.openMasterCalls--;
-      this.touchMaster();
       await tailer.close().catch(() => undefined);
     }
   }
 
   ackApplied(seq: number): void {
-    this.touchMaster();
     const s = this.board.get();
     const ceiling = Math.max(s.headSeq, s.receivedSeq);
     if (seq > ceiling) {
@@ -493,7 +534,6 @@ export class Agent implements LocalApiBackend {
   // ---------------------------------------------------------------- snapshots
 
   async putSnapshot(seq: number, data: Buffer): Promise<SnapshotDescriptor> {
-    this.touchMaster();
     const s = this.board.get();
     if (s.role !== 'leader' || !this.election.holdsLeadership()) throw new NotLeaderError(this.election.leader);
     if (seq > s.headSeq) throw new BadRequestError('seq', `seq ${seq} is above the log head ${s.headSeq}`);
@@ -510,7 +550,6 @@ export class Agent implements LocalApiBackend {
   }
 
   async getSnapshot(): Promise<{ descriptor: SnapshotDescriptor; data: Buffer } | undefined> {
-    this.touchMaster();
     const descriptor = await this.snapshots.latest();
     if (!descriptor) return undefined;
     return { descriptor, data: await this.snapshots.read(descriptor) };
@@ -555,7 +594,11 @@ export class Agent implements LocalApiBackend {
     this.registry.update({
       receivedSeq: s.receivedSeq,
       appliedSeq: s.appliedSeq,
-      state: s.role === 'leader' || s.headSeq - s.appliedSeq <= this.config.maxLagOnFailover ? 'ok' : 'lagging',
+      state: !this.master.alive()
+        ? MASTER_DOWN_STATE
+        : s.role === 'leader' || s.headSeq - s.appliedSeq <= this.config.maxLagOnFailover
+          ? 'ok'
+          : 'lagging',
     });
     if (s.role === 'leader' && !s.snapshotWanted) {
       const wanted = snapshotWanted({
@@ -727,6 +770,7 @@ export class Agent implements LocalApiBackend {
     this.lifetime.abort(new Error('agent stopping'));
     this.board.releaseAll();
     if (this.headTimer) clearInterval(this.headTimer);
+    this.master.close();
     const step = async (what: string, fn: () => Promise<unknown> | undefined): Promise<void> => {
       try {
         await withTimeout(Promise.resolve(fn()), 5000, what);

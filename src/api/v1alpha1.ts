@@ -77,6 +77,15 @@ export const agentSpec = obj(
     logLevel: str({ enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const, default: 'info' }),
     resources,
     localApiPort: int({ description: 'Loopback port of the local API in the pod.', minimum: 1024, maximum: 65535, default: 7070 }),
+    masterLivenessTimeoutMs: int({
+      description:
+        'The master counts as gone after this many ms with no request open to its agent (a dropped role long-poll: a fifth of it); ' +
+        'a leader then resigns so a caught-up standby takes over, and a standby does not campaign. ' +
+        'The agent reads it as HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS.',
+      minimum: 100,
+      maximum: 600_000,
+      default: 500,
+    }),
   },
   { defaulted: true, description: 'The agent container beside every master.' },
 );

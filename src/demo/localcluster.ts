@@ -7,6 +7,8 @@
 //   const leader = await c.waitForLeader();      // a member whose master accepts writes
 //   c.kill(leader);                              // kill -9 agent and master
 //   await c.restart(leader);                     // comes back as a standby
+//   c.killMaster(leader);                        // kill -9 the master only; its agent runs on
+//   await c.restartMaster(leader);               // a new master process alone, as a kubelet would
 //   c.pauseAgent(m) / c.resumeAgent(m);          // SIGSTOP / SIGCONT the agent
 //   await c.requestSwitchover(target);
 //   await c.stop();                              // everything gone, bounded
@@ -102,6 +104,17 @@ export class LocalCluster {
     return cluster;
   }
 
+  private masterProcess(name: string, kvAddress: string, agentApi: string): ManagedProcess {
+    return new ManagedProcess({
+      name: `${name}-kvmaster`,
+      command: process.execPath,
+      args: [BIN, 'kvmaster', '--listen', kvAddress, '--agent-api', agentApi, '--log-level', this.opts.logLevel],
+      // Appended to across restarts, so a test can read the whole story.
+      logFile: path.join(this.workDir, `${name}-kvmaster.log`),
+      env: { ...process.env, HOTSTANDBY_LOG_LEVEL: this.opts.logLevel },
+    });
+  }
+
   private async startMember(name: string, ports?: { kv: number; api: number }): Promise<Member> {
     const kv = ports?.kv ?? (await freePort());
     const api = ports?.api ?? (await freePort());
@@ -128,13 +141,7 @@ export class LocalCluster {
       logFile: path.join(this.workDir, `${name}-agent.log`),
       env: { ...env, ...own.env },
     });
-    const master = new ManagedProcess({
-      name: `${name}-kvmaster`,
-      command: process.execPath,
-      args: [BIN, 'kvmaster', '--listen', kvAddress, '--agent-api', agentApi, '--log-level', this.opts.logLevel],
-      logFile: path.join(this.workDir, `${name}-kvmaster.log`),
-      env,
-    });
+    const master = this.masterProcess(name, kvAddress, agentApi);
     return { name, kvAddress, agentApi, agent, master };
   }
 
@@ -200,6 +207,21 @@ export class LocalCluster {
     m.agent = fresh.agent;
     m.master = fresh.master;
     await this.waitUntilServing(m);
+  }
+
+  /** kill -9 of the member's master only; its agent keeps running (a container crash in a pod). */
+  killMaster(m: Member): void {
+    m.master.killNow('SIGKILL');
+  }
+
+  /** Starts a new master process beside the running agent, on the same port (a kubelet restarting the container). */
+  async restartMaster(m: Member): Promise<void> {
+    await m.master.stop();
+    m.master = this.masterProcess(m.name, m.kvAddress, m.agentApi);
+    const port = Number(m.kvAddress.slice(m.kvAddress.lastIndexOf(':') + 1));
+    if (!(await waitForPort(port, 30_000).catch(() => false))) {
+      throw new Error(`${m.master.name} did not start listening on ${m.kvAddress} within 30 s. Its log (${m.master.logFile}) ends with:\n${m.master.tail(30)}`);
+    }
   }
 
   pauseAgent(m: Member): void {

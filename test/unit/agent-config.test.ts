@@ -52,6 +52,18 @@ describe('agent config', () => {
     expect(errorOf(() => resolveAgentConfig({ ...base, logLevel: 'loud' }, {})).message).toMatch(/one of/);
     expect(errorOf(() => resolveAgentConfig({ ...base, apiListen: '7070' }, {})).message).toMatch(/--api-listen/);
   });
+
+  it('the master liveness timeout: default, environment, and bounds naming the flag and the variable', () => {
+    expect(resolveAgentConfig(base, {}).masterLivenessTimeoutMs).toBe(AGENT_DEFAULTS.masterLivenessTimeoutMs);
+    expect(AGENT_DEFAULTS.masterLivenessTimeoutMs).toBe(500);
+    expect(resolveAgentConfig(base, { HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS: '800' }).masterLivenessTimeoutMs).toBe(800);
+    expect(resolveAgentConfig({ ...base, masterLivenessTimeoutMs: '300' }, { HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS: '800' }).masterLivenessTimeoutMs).toBe(300);
+    for (const bad of ['50', '1.5', 'soon', '600001']) {
+      const err = errorOf(() => resolveAgentConfig({ ...base, masterLivenessTimeoutMs: bad }, {}));
+      expect(err.field).toBe('--master-liveness-timeout-ms (HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS)');
+      expect(err.message).toMatch(/whole number from 100 to 600000/);
+    }
+  });
 });
 
 describe('agent config: probes, store credentials, pod labels', () => {

@@ -25,7 +25,8 @@ Options:
   --demote-margin-ms MS       the leader stops writing this long before its lease can expire (default: min(1000, TTL/5))
   --max-lag-on-failover N     a standby further behind than N entries does not campaign (default ${AGENT_DEFAULTS.maxLagOnFailover})
   --candidacy-step-ms MS      delay between candidates ranked by how caught-up they are (default ${AGENT_DEFAULTS.candidacyStepMs})
-  --master-contact-timeout-ms MS  an agent whose master was silent this long does not campaign (default ${AGENT_DEFAULTS.masterContactTimeoutMs})
+  --master-liveness-timeout-ms MS  the master is gone after this long with no request open to the agent:
+                              a leader resigns, a standby does not campaign, 100-600000 (default ${AGENT_DEFAULTS.masterLivenessTimeoutMs}) [HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS]
   --promotion-timeout-ms MS   how long a new leader waits for its master to apply the log (default ${AGENT_DEFAULTS.promotionTimeoutMs})
   --oplog-max-length N        the stream's approximate MAXLEN (default ${AGENT_DEFAULTS.oplogMaxLength})
   --snapshot-every-entries N  ask the master for a snapshot every N entries (default ${AGENT_DEFAULTS.snapshotEveryEntries})

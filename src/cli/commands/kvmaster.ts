@@ -21,7 +21,8 @@ Client API:
   PUT /kv/{key}  body = value   → 200 {key, seq, epoch} once the write is in the log
   DELETE /kv/{key}              → 200 {key, seq, epoch}
   GET /kv/{key}[?stale=1]       → 200 {key, value, appliedSeq}; a standby answers 409 with
-                                  the leader's address (header X-Leader) unless stale=1
+                                  the leader's address (header X-Leader) unless stale=1;
+                                  a member still catching up to lead answers 503 catching_up
   GET /status, GET /healthz
 
 Example:
