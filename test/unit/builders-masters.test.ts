@@ -67,6 +67,7 @@ describe('masters StatefulSet', () => {
       { name: 'HOTSTANDBY_SNAPSHOT_EVERY_ENTRIES', value: '100000' },
       { name: 'HOTSTANDBY_SNAPSHOT_INTERVAL_SECONDS', value: '300' },
       { name: 'HOTSTANDBY_SNAPSHOT_KEEP', value: '2' },
+      { name: 'HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS', value: '500' },
       { name: 'HOTSTANDBY_LOG_LEVEL', value: 'info' },
     ]);
   });

@@ -50,6 +50,7 @@ function agentEnv(hsc: HotStandbyCluster, spec: DefaultedSpec): V1EnvVar[] {
     { name: 'HOTSTANDBY_SNAPSHOT_EVERY_ENTRIES', value: String(spec.snapshot.everyEntries) },
     { name: 'HOTSTANDBY_SNAPSHOT_INTERVAL_SECONDS', value: String(durationSeconds(spec.snapshot.interval, 'spec.snapshot.interval')) },
     { name: 'HOTSTANDBY_SNAPSHOT_KEEP', value: String(spec.snapshot.keep) },
+    { name: 'HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS', value: String(spec.agent.masterLivenessTimeoutMs) },
     { name: 'HOTSTANDBY_LOG_LEVEL', value: spec.agent.logLevel },
   ];
   if (spec.etcd.external?.tlsSecret) {
