@@ -164,7 +164,7 @@ describe('defaults', () => {
     expect(out).toEqual({
       replicas: 3,
       master: { image: 'm', ports: [{ name: 'main', containerPort: 8080, protocol: 'TCP' }] },
-      agent: { logLevel: 'info', localApiPort: 7070 },
+      agent: { logLevel: 'info', localApiPort: 7070, masterLivenessTimeoutMs: 500 },
       election: { leaseTTLSeconds: 9, maxLagOnFailover: 1000 },
       oplog: { maxLength: 1_000_000, appendMode: 'batched' },
       snapshot: { interval: '5m', everyEntries: 100_000, keep: 2 },
