@@ -15,6 +15,7 @@ import { LocalCluster } from '../../src/demo/localcluster.ts';
 import { Agent } from '../../src/agent/agent.ts';
 import { resolveAgentConfig, type RawAgentSettings } from '../../src/agent/config.ts';
 import { readClusterView } from '../../src/lib/clusterview.ts';
+import { runStatus } from '../../src/cli/commands/status.ts';
 import { loadStoreCredentials } from '../../src/lib/storeclients.ts';
 import { silentLogger } from '../../src/lib/log.ts';
 
@@ -138,6 +139,20 @@ describe('stores with credentials', () => {
         connection: { etcdEndpoints: [cluster.etcd.endpoint], redisUrl: cluster.redis.url, credentials: loadStoreCredentials(etcdFiles(pki)) },
       });
       expect(noPassword.problems.join('\n')).toMatch(/NOAUTH/);
+
+      // `hotstandby status` takes the same credentials as flags (the password from the environment here).
+      const out: string[] = [];
+      const io = { out: (t: string) => out.push(t), err: (t: string) => out.push(`ERR ${t}`), signal: new AbortController().signal };
+      const argv = ['--cluster', `${cluster.ref.namespace}/${cluster.ref.name}`, '--etcd', cluster.etcd.endpoint, '--redis', cluster.redis.url, '--json',
+        '--etcd-ca-file', pki.caFile, '--etcd-cert-file', pki.clientCertFile, '--etcd-key-file', pki.clientKeyFile];
+      process.env.HOTSTANDBY_REDIS_PASSWORD = PASSWORD;
+      try {
+        expect(await runStatus(argv, io)).toBe(0);
+      } finally {
+        delete process.env.HOTSTANDBY_REDIS_PASSWORD;
+      }
+      expect(JSON.parse(out.join(''))).toMatchObject({ leader: { member: next.name }, log: { source: 'stream', headSeq: 1 }, problems: [] });
+      await expect(runStatus([...argv.slice(0, -6), '--etcd-ca-file', path.join(dir, 'missing.crt')], io)).rejects.toThrow(/--etcd-ca-file: cannot read .*missing\.crt/);
     } finally {
       await cluster.stop();
     }

@@ -12,7 +12,7 @@ import { etcdKeys, type EtcdKeys } from '../../lib/keys.ts';
 import type { LeaderRecord } from '../../agent/types.ts';
 import { requestSwitchover, withdrawSwitchover } from '../../lib/switchover.ts';
 import { sleep, withTimeout } from '../../lib/time.ts';
-import { etcdUnreachable, formatAge, openStores, parseStoreFlags, renderClusterView, type CommandIo } from './status.ts';
+import { CREDENTIAL_FLAGS, etcdUnreachable, formatAge, openStores, parseStoreFlags, renderClusterView, type CommandIo, type CredentialFlagValues } from './status.ts';
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 const POLL_MS = 200;
@@ -28,6 +28,8 @@ for about the time the target needs to catch up.
 Options:
   --cluster NS/NAME   the HotStandbyCluster (namespace/name)
   --etcd URLS         etcd endpoints, comma-separated http://host:port
+  --etcd-ca-file, --etcd-cert-file, --etcd-key-file PATH
+                      etcd over TLS (https:// endpoints): its CA, a client certificate and key
   --to MEMBER         the standby that should lead (see \`hotstandby status\`)
   --timeout DURATION  how long to wait for MEMBER to lead: 500ms, 30s, 2m (default 30s, 1s-1h)
   --force             replace a pending switchover request instead of refusing
@@ -57,13 +59,16 @@ function describeMembers(view: ClusterView): string {
 }
 
 export async function runSwitchover(argv: string[], io: CommandIo): Promise<number> {
-  let values: { cluster?: string; etcd?: string; to?: string; timeout?: string; force?: boolean };
+  let values: { cluster?: string; etcd?: string; to?: string; timeout?: string; force?: boolean } & CredentialFlagValues;
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
         cluster: { type: 'string' },
         etcd: { type: 'string' },
+        'etcd-ca-file': CREDENTIAL_FLAGS['etcd-ca-file'],
+        'etcd-cert-file': CREDENTIAL_FLAGS['etcd-cert-file'],
+        'etcd-key-file': CREDENTIAL_FLAGS['etcd-key-file'],
         to: { type: 'string' },
         timeout: { type: 'string' },
         force: { type: 'boolean' },
@@ -74,7 +79,8 @@ export async function runSwitchover(argv: string[], io: CommandIo): Promise<numb
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  const flags = parseStoreFlags({ ...(values.cluster !== undefined ? { cluster: values.cluster } : {}), ...(values.etcd !== undefined ? { etcd: values.etcd } : {}) });
+  const { to: _to, timeout: _timeout, force: _force, ...storeValues } = values;
+  const flags = parseStoreFlags(storeValues);
   const target = values.to?.trim();
   if (!target) throw new UsageError('--to is required: the member that should lead, e.g. --to mooncake-1 (see `hotstandby status`)');
   const timeoutMs = values.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(values.timeout, '--timeout');
