@@ -27,7 +27,6 @@ Example:
 
 export const kvmasterCommand: Command = {
   name: 'kvmaster',
-  summary: 'run the reference key-value master beside an agent',
   help,
   async run(argv) {
     const values = parseFlags(argv, { listen: { type: 'string' }, 'agent-api': { type: 'string' }, 'log-level': { type: 'string' } });

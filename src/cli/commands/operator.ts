@@ -34,7 +34,6 @@ Options:
 
 export const operatorCommand: Command = {
   name: 'operator',
-  summary: 'run the controller: Lease-elected, keeps HotStandbyCluster status in step with the agents',
   help,
   async run(argv) {
     const values = parseFlags(
