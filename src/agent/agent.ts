@@ -30,6 +30,7 @@ import {
   type SnapshotDescriptor,
 } from './types.ts';
 import { clusterId, etcdKeys, streamKeys, type EtcdKeys } from '../lib/keys.ts';
+import { ETCD_GRPC_OPTIONS } from '../lib/grpc-options.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { sleep, waitFor, withTimeout } from '../lib/time.ts';
 
@@ -89,7 +90,7 @@ export class Agent implements LocalApiBackend {
     this.keys = etcdKeys(config.cluster);
     const sKeys = streamKeys(config.cluster);
     this.board = new StatusBoard(config.member);
-    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
+    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling(), grpcOptions: ETCD_GRPC_OPTIONS });
     this.redis = new Redis(config.redisUrl, {
       lazyConnect: true,
       connectTimeout: 3000,
