@@ -40,3 +40,20 @@ ensure_stores() {
     exit 1
   fi
 }
+
+# The Lua 5.1 and 5.4 interpreters (redis-server's and Dragonfly's versions),
+# for test/unit/lua-scripts.test.ts. Installed when missing and we are root;
+# otherwise those checks skip and say why.
+ensure_lua() {
+  local missing=()
+  command -v luac5.1 >/dev/null 2>&1 || missing+=(lua5.1)
+  command -v luac5.4 >/dev/null 2>&1 || missing+=(lua5.4)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log_step "installing ${missing[*]} from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "note: ${missing[*]} missing (Debian/Ubuntu: sudo apt-get install ${missing[*]}); the Lua portability checks will be skipped." >&2
+  fi
+}

@@ -9,6 +9,7 @@ cd "$root"
 
 ensure_node_modules
 ensure_stores
+ensure_lua
 if [ -x scripts/build-control-plane.sh ] || [ -f scripts/build-control-plane.sh ]; then
   log_step "building the test control plane when not cached"
   bash scripts/build-control-plane.sh

@@ -34,6 +34,7 @@ import {
   type SnapshotDescriptor,
 } from './types.ts';
 import { clusterId, etcdKeys, streamKeys, type EtcdKeys } from '../lib/keys.ts';
+import { ETCD_GRPC_OPTIONS } from '../lib/grpc-options.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { sleep, waitFor, withTimeout } from '../lib/time.ts';
 import { credentialProblem, etcdCredentialOptions, loadStoreCredentials, redactUrl, redisCredentialOptions, urlHasPassword } from '../lib/storeclients.ts';
@@ -104,7 +105,7 @@ export class Agent implements LocalApiBackend {
     const sKeys = streamKeys(config.cluster);
     this.board = new StatusBoard(config.member);
     const credentials = loadStoreCredentials(config, config.redisPassword);
-    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling(), ...etcdCredentialOptions(credentials.etcdTls) });
+    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling(), ...etcdCredentialOptions(credentials.etcdTls), grpcOptions: ETCD_GRPC_OPTIONS });
     this.redis = new Redis(config.redisUrl, {
       ...redisCredentialOptions(config.redisUrl, credentials),
       lazyConnect: true,

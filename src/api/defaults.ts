@@ -8,8 +8,20 @@ export const ETCD_DEFAULT_IMAGE = 'gcr.io/etcd-development/etcd:v3.6.16';
 /** Dragonfly for managed clusters: the newest release tag (v1.40.1, 2026-08). */
 export const DRAGONFLY_DEFAULT_IMAGE = 'docker.dragonflydb.io/dragonflydb/dragonfly:v1.40.1';
 
-/** The agent sidecar's resources when spec.agent.resources is omitted. */
-export const AGENT_DEFAULT_RESOURCES = { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '128Mi' } };
+/**
+ * The agent container's resources when spec.agent.resources is omitted.
+ * From bench/footprint.ts (compiled build with the image's `node
+ * --optimize-for-size` and MALLOC_ARENA_MAX=2, 2-core test machine): an idle
+ * agent holds 83 MB RSS and uses 1.4% of a core; under 10,000 entries/s the
+ * leader held 94 MB and used 24% of a core, the standby 89 MB and 17-39%
+ * (docs/footprint.md). Memory: the request is the loaded peak with about 35%
+ * headroom; the limit leaves room for a snapshot in flight (the agent holds one
+ * whole snapshot while storing or loading it), so raise it for masters whose
+ * state is larger than about 100 MB. CPU: a request for the leader at 10,000
+ * entries/s, and no limit, because a throttled agent can miss its lease
+ * keepalives and cause a needless failover.
+ */
+export const AGENT_DEFAULT_RESOURCES = { requests: { cpu: '250m', memory: '128Mi' }, limits: { memory: '256Mi' } };
 /** A managed etcd member's resources when spec.etcd.managed.resources is omitted (a best-effort pod is evicted first). */
 export const ETCD_DEFAULT_RESOURCES = { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } };
 /** Managed Dragonfly's resources when spec.dragonfly.managed.resources is omitted; memory comes from DRAGONFLY_DEFAULT_MEMORY. */

@@ -2,7 +2,7 @@
 // The CRD (crds/, the chart's crds/) is generated from these schemas by
 // scripts/gen-crd.ts, and the TypeScript types below are inferred from them.
 // Every CEL rule's message names the field and says what to do.
-import { DRAGONFLY_DEFAULT_IMAGE, DRAGONFLY_DEFAULT_MEMORY, ETCD_DEFAULT_IMAGE, MASTER_DEFAULT_PORTS } from './defaults.ts';
+import { AGENT_DEFAULT_RESOURCES, DRAGONFLY_DEFAULT_IMAGE, DRAGONFLY_DEFAULT_MEMORY, ETCD_DEFAULT_IMAGE, MASTER_DEFAULT_PORTS } from './defaults.ts';
 import { arr, bool, defaultsOf, int, intOrString, loose, obj, str, stringMap, type CelRule, type Infer } from './schema.ts';
 
 export const GROUP = 'hotstandby.dev';
@@ -75,7 +75,9 @@ export const agentSpec = obj(
   {
     image: image('Image of the agent; the operator image when omitted (one image serves both roles).'),
     logLevel: str({ enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const, default: 'info' }),
-    resources,
+    resources: loose({
+      description: `Kubernetes ResourceRequirements of the agent container. When omitted: requests cpu ${AGENT_DEFAULT_RESOURCES.requests.cpu}, memory ${AGENT_DEFAULT_RESOURCES.requests.memory}; limits memory ${AGENT_DEFAULT_RESOURCES.limits.memory}, no CPU limit (measured, see docs/footprint.md).`,
+    }),
     localApiPort: int({ description: 'Loopback port of the local API in the pod.', minimum: 1024, maximum: 65535, default: 7070 }),
     masterLivenessTimeoutMs: int({
       description:

@@ -77,7 +77,8 @@ describe('the Dockerfile, re-enacted', () => {
     }
     const runtime = stages.at(-1)!;
     expect(runtime.user).toMatch(/^[1-9][0-9]*(:[0-9]+)?$/); // numeric and not root
-    expect(runtime.entrypoint).toEqual(['node', '/app/bin/hotstandby.js']);
+    expect(runtime.entrypoint).toEqual(['node', '--optimize-for-size', '/app/bin/hotstandby.js']);
+    const nodeFlags = runtime.entrypoint!.slice(1, -1);
     // Production dependencies only.
     for (const dev of ['typescript', 'vitest', 'eslint', 'node']) {
       expect(fs.existsSync(path.join(runtime.dir, 'node_modules', dev)), `${dev} must not be in the runtime image`).toBe(false);
@@ -88,9 +89,9 @@ describe('the Dockerfile, re-enacted', () => {
     // No sources: the CLI must run from dist/.
     expect(fs.existsSync(path.join(runtime.dir, 'src'))).toBe(false);
     const bin = path.join(runtime.dir, 'bin', 'hotstandby.js');
-    const help = execFileSync(NODE24, [bin, '--help'], { cwd: runtime.dir, encoding: 'utf8', env: { ...env, HOTSTANDBY_FROM_SOURCE: '' } });
+    const help = execFileSync(NODE24, [...nodeFlags, bin, '--help'], { cwd: runtime.dir, encoding: 'utf8', env: { ...env, HOTSTANDBY_FROM_SOURCE: '' } });
     expect(help).toContain('agent');
-    const agentHelp = execFileSync(NODE24, [bin, 'agent', '--help'], { cwd: runtime.dir, encoding: 'utf8' });
+    const agentHelp = execFileSync(NODE24, [...nodeFlags, bin, 'agent', '--help'], { cwd: runtime.dir, encoding: 'utf8' });
     expect(agentHelp).toContain('--cluster NS/NAME');
   }, 600_000);
 });

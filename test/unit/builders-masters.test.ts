@@ -43,7 +43,7 @@ describe('masters StatefulSet', () => {
     expect(agent.readinessProbe!.httpGet).toEqual({ path: '/readyz', port: 7071 });
     expect(agent.livenessProbe!.httpGet).toEqual({ path: '/healthz', port: 7071 });
     expect(agent.startupProbe!.httpGet).toEqual({ path: '/healthz', port: 7071 });
-    expect(agent.resources).toEqual({ requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '128Mi' } });
+    expect(agent.resources).toEqual({ requests: { cpu: '250m', memory: '128Mi' }, limits: { memory: '256Mi' } });
     expect(agent.securityContext).toMatchObject({ runAsNonRoot: true, allowPrivilegeEscalation: false });
     expect(agent.volumeMounts).toBeUndefined();
     expect(pod.volumes).toBeUndefined();

@@ -77,7 +77,6 @@ export function parseAgentFlags(argv: string[]): RawAgentSettings {
 
 export const agentCommand: Command = {
   name: 'agent',
-  summary: 'run the agent beside one master (election, oplog, snapshots, local API)',
   help,
   async run(argv) {
     let config: AgentConfig;

@@ -148,7 +148,6 @@ async function serve(dir: string): Promise<number> {
 
 export const devClusterCommand: Command = {
   name: 'dev-cluster',
-  summary: 'start or stop a local Kubernetes control plane (no Docker) for trying the operator',
   help,
   async run(argv) {
     const [action, ...rest] = argv;

@@ -37,7 +37,6 @@ export function localApiFromEnv(value: string | undefined): string | undefined {
 
 export const kvmasterCommand: Command = {
   name: 'kvmaster',
-  summary: 'run the reference key-value master beside an agent',
   help,
   async run(argv) {
     const values = parseFlags(argv, { listen: { type: 'string' }, 'agent-api': { type: 'string' }, 'log-level': { type: 'string' } });

@@ -42,7 +42,6 @@ const FLAGS = ['leader-elect', 'lease-name', 'lease-namespace', 'namespaces', 'm
 
 export const operatorCommand: Command = {
   name: 'operator',
-  summary: 'run the controller: provisions stores, masters and Services; orders updates; reports status',
   help,
   async run(argv) {
     const values = parseFlags(argv, Object.fromEntries(FLAGS.map((f) => [f, { type: 'string' as const }]))) as Record<string, string | undefined>;

@@ -318,7 +318,6 @@ export function renderClusterView(view: ClusterView): string {
 
 export const statusCommand: Command = {
   name: 'status',
-  summary: 'show a cluster: leader, members with lag, log head, snapshot, pending switchover',
   help,
   async run(argv) {
     const controller = new AbortController();

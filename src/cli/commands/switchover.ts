@@ -235,7 +235,6 @@ function capitalize(s: string): string {
 
 export const switchoverCommand: Command = {
   name: 'switchover',
-  summary: 'move leadership to a chosen standby without losing writes',
   help,
   async run(argv) {
     const controller = new AbortController();
