@@ -11,12 +11,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Etcd3 } from 'etcd3';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeE2E, useDevCluster } from '../harness/kube.ts';
 import { PodStandIns } from '../harness/pod-standins.ts';
+import { makeTestPki } from '../harness/tls.ts';
 import { WriteLoad, findLostWrites } from '../../src/demo/load.ts';
 import { ManagedProcess } from '../../src/lib/childproc.ts';
 import { etcdKeys, streamKeys } from '../../src/lib/keys.ts';
@@ -348,6 +349,39 @@ describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
     expect(await can(['get', 'secrets', '-n', NS])).toBe(false);
     expect(await can(['delete', 'pods', '-n', NS])).toBe(false);
   });
+
+  it('external stores behind TLS (etcd with client certificates) and a password (redis-server): the operator and the agents use the Secrets', async () => {
+    const pki = makeTestPki(path.join(workDir, 'pki'));
+    const tlsEtcd = await startEtcd({ tls: { certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile, clientCertAuth: true } });
+    const pwRedis = await startRedis({ password: 'e2e-s3cret' });
+    try {
+      await k(['create', 'secret', 'generic', 'etcd-tls', '-n', NS, `--from-file=ca.crt=${pki.caFile}`, `--from-file=tls.crt=${pki.clientCertFile}`, `--from-file=tls.key=${pki.clientKeyFile}`]);
+      await k(['create', 'secret', 'generic', 'stream-password', '-n', NS, '--from-literal=password=e2e-s3cret']);
+      const yaml = clusterYaml('sec').replace(etcd.endpoint, tlsEtcd.endpoint).replace(redis.url, pwRedis.url);
+      const doc = parse(yaml) as { spec: { etcd: { external: Record<string, unknown> }; dragonfly: { external: Record<string, unknown> } } };
+      doc.spec.etcd.external.tlsSecret = { name: 'etcd-tls' };
+      doc.spec.dragonfly.external.passwordSecret = { name: 'stream-password' };
+      await k(['apply', '-f', '-'], stringify(doc));
+      const s = new PodStandIns({ kube: kube(), namespace: NS, cluster: 'sec', workDir: path.join(workDir, 'sec') }).start();
+      standIns.push(s);
+      await s.waitForPods(3, 120_000);
+      expect(s.members()[0]!.agentEnv.HOTSTANDBY_REDIS_PASSWORD).toBe('e2e-s3cret');
+      expect(s.members()[0]!.agentEnv.HOTSTANDBY_ETCD_CA_FILE).toMatch(/mounts/);
+      const leader = await leaderOf(s);
+      const put = await fetch(`http://${leader.kvAddress}/kv/tls-key`, { method: 'PUT', body: 'v1' });
+      expect(put.status).toBe(200);
+      await waitFor(async () => (await hscStatus('sec', '.status.leader.pod')) === leader.name && (await hscStatus('sec', '.status.conditions[?(@.type=="StoresReady")].status')) === 'True', {
+        timeoutMs: 30_000,
+        intervalMs: 250,
+        what: 'the operator to read the TLS etcd and the password-protected stream server',
+      });
+      await waitFor(async () => (await leaderEndpoints('sec')).join(',') === leader.name, { timeoutMs: 20_000, intervalMs: 200, what: 'the leader Service of the TLS cluster' });
+      await s.stop();
+      await k(['delete', 'hsc', 'sec', '-n', NS]);
+    } finally {
+      await Promise.allSettled([tlsEtcd.stop(), pwRedis.stop()]);
+    }
+  }, 180_000);
 
   it('deletion cascades; deletionPolicy Delete also clears the cluster keys from the external stores', async () => {
     await k(['apply', '-f', '-'], clusterYaml('gone', { deletionPolicy: 'Delete' }));

@@ -149,7 +149,9 @@ export class PodStandIns {
     const agentContainer = [...(pod.spec!.initContainers ?? []), ...pod.spec!.containers].find((c) => c.name === 'agent');
     if (!agentContainer) throw new Error(`pod ${name} has no container named agent`);
     const [kv, api, health] = [await freePort(), await freePort(), await freePort()];
+    const dir = path.join(this.opts.workDir, name);
     const env = await this.resolveEnv(pod, agentContainer.env ?? []);
+    await this.mountSecrets(pod, agentContainer.volumeMounts ?? [], path.join(dir, 'mounts'), env);
     env.HOTSTANDBY_ADDRESS = `127.0.0.1:${kv}`;
     env.HOTSTANDBY_API_LISTEN = `127.0.0.1:${api}`;
     if (env.HOTSTANDBY_HEALTH_LISTEN) env.HOTSTANDBY_HEALTH_LISTEN = `127.0.0.1:${health}`;
@@ -158,7 +160,6 @@ export class PodStandIns {
     if (this.opts.logLevel) env.HOTSTANDBY_LOG_LEVEL = this.opts.logLevel;
     // The image's entrypoint is `hotstandby`; a command that names it is dropped.
     const argv = [...(agentContainer.command ?? []), ...(agentContainer.args ?? [])].filter((a, i) => !(i === 0 && /(^|\/)hotstandby(\.js)?$/.test(a)));
-    const dir = path.join(this.opts.workDir, name);
     const processEnv = { ...process.env, ...env };
     const agent = new ManagedProcess({ name: `${name}-agent`, command: process.execPath, args: [BIN, ...argv], logFile: path.join(dir, `agent-${pod.metadata!.uid}.log`), env: processEnv });
     const master = new ManagedProcess({
@@ -196,6 +197,23 @@ export class PodStandIns {
       out[v.name] = value.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (all, ref: string) => out[ref] ?? all);
     }
     return out;
+  }
+
+  /**
+   * Secret volumes as a kubelet would mount them: each key a file, in a local
+   * directory standing in for the mount path; env values naming a file under
+   * the mount path are pointed at the local copy.
+   */
+  private async mountSecrets(pod: V1Pod, mounts: Array<{ name: string; mountPath: string }>, root: string, env: Record<string, string>): Promise<void> {
+    for (const mount of mounts) {
+      const secretName = pod.spec!.volumes?.find((v) => v.name === mount.name)?.secret?.secretName;
+      if (!secretName) continue;
+      const secret = await this.core.readNamespacedSecret({ name: secretName, namespace: pod.metadata!.namespace! });
+      const local = path.join(root, mount.name);
+      fs.mkdirSync(local, { recursive: true, mode: 0o700 });
+      for (const [key, value] of Object.entries(secret.data ?? {})) fs.writeFileSync(path.join(local, key), Buffer.from(value, 'base64'), { mode: 0o600 });
+      for (const [k, v] of Object.entries(env)) if (v.startsWith(`${mount.mountPath}/`)) env[k] = path.join(local, v.slice(mount.mountPath.length + 1));
+    }
   }
 
   /** The apiserver address, its CA and a token of the pod's ServiceAccount, as files the agent reads. */
