@@ -277,7 +277,7 @@ class Builder {
     const started = Date.now();
     this.progress(`root filesystem ${recipe.name}: mmdebstrap ${DEBIAN_SUITE} (${recipe.include.join(', ')}); the first build takes a few minutes`);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `hs-${recipe.name}-`));
-    const tmpLayout = `${layout}.tmp`;
+    const tmpLayout = `${layout}.tmp-${process.pid}`;
     fs.rmSync(tmpLayout, { recursive: true, force: true });
     try {
       const rootfs = path.join(dir, 'rootfs');

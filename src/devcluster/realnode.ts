@@ -15,7 +15,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import type { ManagedProcess} from '../lib/childproc.ts';
+import type { ManagedProcess } from '../lib/childproc.ts';
 import { findOnPath, isProcessAlive } from '../lib/childproc.ts';
 import { freePort } from '../lib/ports.ts';
 import { waitFor } from '../lib/time.ts';
@@ -72,7 +72,7 @@ export function nodeCacheDir(): string {
 export async function prepareNodeNetwork(made: Made, progress: (line: string) => void): Promise<void> {
   const why = realNodeUnavailable();
   if (why) throw new RealNodeUnavailableError(why);
-  takeLock(made);
+  await takeLock(made, progress);
   progress(`network: bridge ${NODE_NETWORK.bridge} ${NODE_NETWORK.gateway}/${NODE_NETWORK.prefix}`);
   const chainsBefore: Record<string, Record<string, string[]>> = {};
   for (const cmd of IPTABLES) chainsBefore[cmd] = await listChains(cmd);
@@ -98,15 +98,30 @@ export async function prepareNodeNetwork(made: Made, progress: (line: string) =>
   await run('iptables', ['-w', '5', '-I', 'FORWARD', '1', '-j', guard]);
 }
 
-function takeLock(made: Made): void {
-  try {
-    fs.writeFileSync(LOCK_FILE, JSON.stringify({ pid: process.pid, record: made.file }), { flag: 'wx' });
-  } catch {
-    const holder = JSON.parse(fs.readFileSync(LOCK_FILE, 'utf8') || '{}') as { pid?: number; record?: string };
+async function takeLock(made: Made, progress: (line: string) => void): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.writeFileSync(LOCK_FILE, JSON.stringify({ pid: process.pid, record: made.file }), { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
+    }
+    let holder: { pid?: number; record?: string } = {};
+    try {
+      holder = JSON.parse(fs.readFileSync(LOCK_FILE, 'utf8')) as typeof holder;
+    } catch {
+      // unreadable: treated as left behind
+    }
     if (holder.pid && isProcessAlive(holder.pid)) {
       throw new Error(`another real node runs on this machine (pid ${holder.pid}, record ${holder.record}); only one can (its iptables chains and bridge are machine-wide). Stop it first: hotstandby dev-cluster down`);
     }
-    throw new Error(`a real node was left behind by pid ${holder.pid ?? '?'} (record ${holder.record ?? '?'}): clean it with hotstandby dev-cluster down${holder.record ? ` --state-dir ${path.dirname(path.dirname(holder.record))}` : ''}, or remove ${LOCK_FILE} if that record is gone`);
+    // Its owner died without cleaning up (killed, or the machine's tests were stopped): undo what it recorded.
+    if (holder.record && fs.existsSync(holder.record)) {
+      progress(`cleaning up a real node left behind by pid ${holder.pid ?? '?'} (${holder.record})`);
+      const errors = await cleanupRealNode(holder.record, progress);
+      if (errors.length > 0) throw new Error(`a real node left behind by pid ${holder.pid ?? '?'} could not be cleaned up:\n  ${errors.join('\n  ')}`);
+    }
+    fs.rmSync(LOCK_FILE, { force: true });
   }
   made.update((r) => {
     r.lock = LOCK_FILE;
