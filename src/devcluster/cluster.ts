@@ -18,12 +18,11 @@ import { makePki } from './pki.ts';
 import { KWOK_STAGES } from './kwok-stages.ts';
 import { Made } from './made.ts';
 import { mountsUnder } from './cleanup.ts';
-import { NODE_NETWORK, cleanupNode, kubeletClientCert, prepareNodeNetwork, startRealNode, type RealNode } from './realnode.ts';
+import { NODE_NETWORK, SERVICE_CIDR, cleanupNode, kubeletClientCert, prepareNodeNetwork, startRealNode, type RealNode } from './realnode.ts';
 
 const run = promisify(execFile);
 
 export const FAKE_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
-const SERVICE_CIDR = '10.96.0.0/16';
 /** The file in the work directory that records what the real node made (made.ts). */
 export const REAL_NODE_RECORD = 'realnode-made.json';
 const READY_TIMEOUT_MS = 120_000;

@@ -30,6 +30,8 @@ const run = promisify(execFile);
 /** The pods' network: a private /24 on a bridge of this machine. The API server, kubelet and CoreDNS listen on its gateway. */
 export const NODE_NETWORK = { bridge: 'hsdev0', subnet: '10.244.0.0/24', gateway: '10.244.0.1', prefix: 24 } as const;
 export const NODE_NAME = 'hotstandby-node';
+/** The dev cluster's Service addresses (the API server's --service-cluster-ip-range). */
+export const SERVICE_CIDR = '10.96.0.0/16';
 /** The kubelet's cgroup root, in every hierarchy: ours alone, removed by cleanup. */
 export const CGROUP_ROOT = 'hotstandby-dev';
 export const CLUSTER_DOMAIN = 'cluster.local';
@@ -88,6 +90,9 @@ export async function prepareNodeNetwork(made: Made, progress: (line: string) =>
   await run('ip', ['link', 'add', NODE_NETWORK.bridge, 'type', 'bridge']);
   await run('ip', ['addr', 'add', `${NODE_NETWORK.gateway}/${NODE_NETWORK.prefix}`, 'dev', NODE_NETWORK.bridge]);
   await run('ip', ['link', 'set', NODE_NETWORK.bridge, 'up']);
+  // Service addresses go to the bridge, never to the default route: an address kube-proxy has
+  // no rule for then fails here instead of leaving the machine. The route goes with the bridge.
+  await run('ip', ['route', 'add', SERVICE_CIDR, 'dev', NODE_NETWORK.bridge, 'src', NODE_NETWORK.gateway]);
   // Routing between pods and Service addresses (DNAT to a pod on the same bridge) needs forwarding and
   // bridged traffic seen by iptables. Forwarding out of the pods' subnet is dropped below: nothing leaves.
   setSysctl(made, 'net/ipv4/ip_forward', '1');

@@ -14,7 +14,8 @@ const NODE24 = path.join(ROOT, 'node_modules', '.bin', 'node');
 
 describe('the Dockerfile, re-enacted', () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-image-'));
-  afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+  // Two node_modules trees: removing them takes long on a loaded machine.
+  afterAll(() => fs.rmSync(work, { recursive: true, force: true }), 300_000);
 
   it('builds dist/ and runs the CLI from it with production dependencies only, as a non-root user', async () => {
     const parsed = parseDockerfile(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'));
