@@ -3,14 +3,22 @@
 // ClusterIP Services route through kube-proxy from the host and from pods,
 // CoreDNS resolves <svc>.<ns>.svc, and stopping leaves nothing behind.
 // Needs root (it is skipped elsewhere, saying why) and one real node per machine.
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binaryPaths, nodeBinaryPaths } from '../../src/devcluster/binaries.ts';
 import { cgroupDirs, listChains, mountsUnder } from '../../src/devcluster/cleanup.ts';
 import { startDevCluster, type DevCluster } from '../../src/devcluster/cluster.ts';
 import { imageRefs, refString } from '../../src/devcluster/images.ts';
 import { CGROUP_ROOT, LOCK_FILE, NODE_NAME, NODE_NETWORK, realNodeUnavailable } from '../../src/devcluster/realnode.ts';
+import { isProcessAlive } from '../../src/lib/childproc.ts';
 import { waitFor } from '../../src/lib/time.ts';
+
+const run = promisify(execFile);
+const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
 
 const unavailable =
   realNodeUnavailable() ??
@@ -22,8 +30,9 @@ const mustRun = process.env.HOTSTANDBY_E2E === '1' && process.getuid?.() === 0;
 if (unavailable && !mustRun) process.stderr.write(`real-node e2e tests skipped: ${unavailable}\n`);
 
 const NS = 'smoke';
+const skip = unavailable !== undefined && !mustRun;
 
-describe.skipIf(unavailable !== undefined && !mustRun)('dev cluster with a real node', () => {
+describe.skipIf(skip)('dev cluster with a real node', () => {
   let cluster: DevCluster | undefined;
   let chainsBefore: Awaited<ReturnType<typeof listChains>> | undefined;
   const c = (): DevCluster => {
@@ -149,4 +158,44 @@ spec:
     const after = await listChains('iptables');
     for (const table of Object.keys(after)) expect(after[table]?.sort()).toEqual(chainsBefore?.[table]?.sort());
   }, 180_000);
+});
+
+describe.skipIf(skip)('hotstandby dev-cluster up --real-node / status / down', () => {
+  it('prints progress and the node; status shows the node and images; down after a killed supervisor removes everything', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-realnode-cli-'));
+    const refs = imageRefs();
+    const chainsBefore = await listChains('iptables');
+    try {
+      const up = await run(process.execPath, [BIN, 'dev-cluster', 'up', '--real-node', '--state-dir', dir], { timeout: 30 * 60_000 });
+      expect(up.stderr).toContain(`waiting for node ${NODE_NAME} Ready`);
+      expect(up.stdout).toMatch(new RegExp(`^node: ${NODE_NAME}$`, 'm'));
+      const kubeconfig = /^kubeconfig: (.+)$/m.exec(up.stdout)?.[1];
+      expect(kubeconfig).toBeDefined();
+      const status = await run(process.execPath, [BIN, 'dev-cluster', 'status', '--state-dir', dir]);
+      expect(status.stdout).toMatch(/^ready/);
+      expect(status.stdout).toContain(`real node: ${NODE_NAME}`);
+      for (const name of ['operator', 'etcd', 'dragonfly', 'pause'] as const) expect(status.stdout).toContain(refString(refs[name]));
+      expect(status.stdout).toContain('standing in for Dragonfly');
+      // A running pod, so there are containers, mounts and a network namespace to remove.
+      const kubectl = (args: string[]): Promise<string> => run(binaryPaths().kubectl, ['--kubeconfig', kubeconfig!, ...args], { timeout: 150_000 }).then((r) => r.stdout);
+      await kubectl(['run', 'sleeper', `--image=${refString(refs.operator)}`, '--image-pull-policy=Never', '--', 'kvmaster', '--listen', '0.0.0.0:8080', '--agent-api', '127.0.0.1:7070', '--log-level', 'error']);
+      await kubectl(['wait', '--for=condition=Ready', 'pod/sleeper', '--timeout=120s']);
+      const record = JSON.parse(fs.readFileSync(path.join(dir, 'cluster', 'realnode-made.json'), 'utf8')) as { processes: Record<string, { pid: number }> };
+      const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as { pid: number };
+      // The supervisor dies without cleaning up: down must do it from the record.
+      process.kill(state.pid, 'SIGKILL');
+      await waitFor(() => !isProcessAlive(state.pid), { timeoutMs: 10_000, what: 'the supervisor to die' });
+      await run(process.execPath, [BIN, 'dev-cluster', 'down', '--state-dir', dir], { timeout: 180_000 });
+      expect(Object.values(record.processes).map((p) => p.pid).filter(isProcessAlive)).toEqual([]);
+      expect(fs.existsSync(dir)).toBe(false);
+      expect(fs.existsSync(`/sys/class/net/${NODE_NETWORK.bridge}`)).toBe(false);
+      expect(cgroupDirs(CGROUP_ROOT)).toEqual([]);
+      expect(fs.existsSync(LOCK_FILE)).toBe(false);
+      expect(mountsUnder([dir])).toEqual([]);
+      const after = await listChains('iptables');
+      for (const table of Object.keys(after)) expect(after[table]?.sort()).toEqual(chainsBefore[table]?.sort());
+    } finally {
+      await run(process.execPath, [BIN, 'dev-cluster', 'down', '--state-dir', dir], { timeout: 180_000 }).catch(() => undefined);
+    }
+  }, 40 * 60_000);
 });

@@ -113,12 +113,16 @@ async function up(dir: string, realNode: boolean): Promise<number> {
   const limitMs = realNode ? 30 * 60_000 : 180_000;
   const deadline = Date.now() + limitMs;
   let shown = 0;
-  while (Date.now() < deadline) {
-    // Progress: the supervisor's log lines, as they come.
+  // Progress: the supervisor's log lines, as they come.
+  const showProgress = (): void => {
     const lines = fs.readFileSync(path.join(dir, 'supervisor.log'), 'utf8').split('\n');
     for (const l of lines.slice(shown, -1)) process.stderr.write(`  ${l}\n`);
     shown = Math.max(shown, lines.length - 1);
+  };
+  while (Date.now() < deadline) {
+    showProgress();
     const state = readState(dir);
+    if (state) showProgress(); // the lines written before this state
     if (state?.status === 'ready') {
       process.stdout.write(`API server: ${state.server}\nkubeconfig: ${state.kubeconfig}\n${state.node ? `node: ${state.node}\n` : ''}export KUBECONFIG=${state.kubeconfig}\n`);
       return 0;
@@ -147,9 +151,19 @@ async function down(dir: string): Promise<number> {
   }
   // The supervisor undoes the real node on SIGTERM; after a crash or SIGKILL its record is still here.
   await cleanupLeftovers(dir);
+  // A supervisor that died leaves its children (etcd, kube-apiserver, ...) in its process group.
+  killGroup(state.pid);
   fs.rmSync(dir, { recursive: true, force: true });
   process.stdout.write('dev cluster stopped and its state removed\n');
   return 0;
+}
+
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    // no such group: nothing left
+  }
 }
 
 /** Undoes what a real node recorded in this state directory and did not undo itself. */
