@@ -206,7 +206,8 @@ export async function startDevCluster(opts: DevClusterOptions = {}): Promise<Dev
     progress(`ready: ${server}`);
     return { workDir, kubeconfig, server, binaries, processes, ...(node ? { node } : {}), kubectl, stop };
   } catch (err) {
-    await stop();
+    // What cannot be undone stays recorded (realnode-made.json) for `dev-cluster down`; the start's error is the one to see.
+    await stop().catch((stopErr: unknown) => progress(`cleaning up after the failed start: ${(stopErr as Error).message}`));
     throw err;
   }
 }
