@@ -15,6 +15,15 @@ export const NETNS_DIR = '/run/netns';
 export const POD_LOGS_DIR = '/var/log/pods';
 export const CGROUP_FS = '/sys/fs/cgroup';
 export const IPTABLES = ['iptables', 'ip6tables'] as const;
+/** Where the node's programs write regardless of their configuration; see MadeRecord.entriesBefore. */
+export const MACHINE_DIRS = ['/var/lib/kubelet', '/var/log/containers', '/var/lib/cni/results', '/run/containerd/runc/k8s.io', '/run/containerd/s', '/run/containerd/fifo'] as const;
+
+/** The entries of MACHINE_DIRS now (null: no such directory). */
+export function machineDirEntries(): Record<string, string[] | null> {
+  const out: Record<string, string[] | null> = {};
+  for (const d of MACHINE_DIRS) out[d] = fs.existsSync(d) ? fs.readdirSync(d) : null;
+  return out;
+}
 export const IPTABLES_TABLES = ['filter', 'nat', 'mangle', 'raw'] as const;
 
 /** Reads the record in `file` and undoes it; removes the file when everything was undone. */
@@ -86,6 +95,20 @@ async function undo(r: MadeRecord, log: (line: string) => void): Promise<string[
     await step('removing pod logs', async () => {
       if (!fs.existsSync(POD_LOGS_DIR)) return;
       for (const d of fs.readdirSync(POD_LOGS_DIR)) if (!before.has(d)) fs.rmSync(path.join(POD_LOGS_DIR, d), { recursive: true, force: true });
+    });
+  }
+  if (r.entriesBefore) {
+    const before = r.entriesBefore;
+    await step('removing the files the node left in machine-wide directories', async () => {
+      for (const [dir, entries] of Object.entries(before)) {
+        if (!fs.existsSync(dir)) continue;
+        if (entries === null) {
+          if (mountsUnder([dir]).length === 0) fs.rmSync(dir, { recursive: true, force: true });
+          continue;
+        }
+        const keep = new Set(entries);
+        for (const e of fs.readdirSync(dir)) if (!keep.has(e)) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
+      }
     });
   }
   if (r.lock && errors.length === 0) fs.rmSync(r.lock, { force: true });

@@ -21,6 +21,12 @@ export interface MadeRecord {
   netnsBefore?: string[];
   /** Pod log directories in /var/log/pods before; new ones are removed. */
   podLogsBefore?: string[];
+  /**
+   * Machine-wide directories the kubelet, containerd and the CNI plugins write to whatever their
+   * configuration says (kubelet device plugins, container log links, runc state, shim sockets,
+   * CNI result cache), with their entries before; null when the directory did not exist.
+   */
+  entriesBefore?: Record<string, string[] | null>;
   /** The kubelet's cgroup root, removed in every hierarchy. */
   cgroupRoot?: string;
   /** Directories under which every mount is the node's (kubelet volumes, container roots). */

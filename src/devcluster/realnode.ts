@@ -20,7 +20,7 @@ import { findOnPath, isProcessAlive } from '../lib/childproc.ts';
 import { freePort } from '../lib/ports.ts';
 import { waitFor } from '../lib/time.ts';
 import { hotstandbyCacheRoot, type NodeBinaries } from './binaries.ts';
-import { IPTABLES, NETNS_DIR, POD_LOGS_DIR, cgroupDirs, cleanupRealNode, listChains } from './cleanup.ts';
+import { IPTABLES, NETNS_DIR, POD_LOGS_DIR, cgroupDirs, cleanupRealNode, listChains, machineDirEntries } from './cleanup.ts';
 import { buildImages, refString, type BuiltImage } from './images.ts';
 import type { Made } from './made.ts';
 import { signClientCert, type Pki } from './pki.ts';
@@ -82,6 +82,7 @@ export async function prepareNodeNetwork(made: Made, progress: (line: string) =>
     r.chainsBefore = chainsBefore;
     r.netnsBefore = fs.existsSync(NETNS_DIR) ? fs.readdirSync(NETNS_DIR) : [];
     r.podLogsBefore = fs.existsSync(POD_LOGS_DIR) ? fs.readdirSync(POD_LOGS_DIR) : [];
+    r.entriesBefore = machineDirEntries();
     r.bridge = NODE_NETWORK.bridge;
   });
   if (fs.existsSync(`/sys/class/net/${NODE_NETWORK.bridge}`)) {

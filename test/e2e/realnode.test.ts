@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binaryPaths, nodeBinaryPaths } from '../../src/devcluster/binaries.ts';
-import { cgroupDirs, listChains, mountsUnder } from '../../src/devcluster/cleanup.ts';
+import { cgroupDirs, listChains, machineDirEntries, mountsUnder } from '../../src/devcluster/cleanup.ts';
 import { startDevCluster, type DevCluster } from '../../src/devcluster/cluster.ts';
 import { imageRefs, refString } from '../../src/devcluster/images.ts';
 import { CGROUP_ROOT, LOCK_FILE, NODE_NAME, NODE_NETWORK, realNodeUnavailable } from '../../src/devcluster/realnode.ts';
@@ -35,6 +35,7 @@ const skip = unavailable !== undefined && !mustRun;
 describe.skipIf(skip)('dev cluster with a real node', () => {
   let cluster: DevCluster | undefined;
   let chainsBefore: Awaited<ReturnType<typeof listChains>> | undefined;
+  let dirsBefore: ReturnType<typeof machineDirEntries> | undefined;
   const c = (): DevCluster => {
     if (!cluster) throw new Error('the dev cluster did not start');
     return cluster;
@@ -44,6 +45,7 @@ describe.skipIf(skip)('dev cluster with a real node', () => {
   beforeAll(async () => {
     if (unavailable) throw new Error(`the real node cannot run here: ${unavailable}`);
     chainsBefore = await listChains('iptables');
+    dirsBefore = machineDirEntries();
     const started = Date.now();
     cluster = await startDevCluster({ realNode: true, progress: (l) => process.stderr.write(`[real node +${Math.round((Date.now() - started) / 1000)}s] ${l}\n`) });
     await c().kubectl(['create', 'namespace', NS]);
@@ -142,6 +144,21 @@ spec:
     expect(health).toContain(`etcd Version: ${refs.etcd.tag.replace(/^v/, '')}`);
   }, 180_000);
 
+  it('helm install of the chart, with no image override, runs the operator in real pods that reach the API server through its Service', async () => {
+    const chart = path.resolve(import.meta.dirname, '../../charts/hotstandby-operator');
+    await run(binaryPaths().helm, ['install', 'hs', chart, '--kubeconfig', c().kubeconfig, '--namespace', 'hs-system', '--create-namespace', '--wait', '--timeout', '150s'], { timeout: 170_000 });
+    const pods = await c().kubectl(['-n', 'hs-system', 'get', 'pods', '-o', 'jsonpath={range .items[*]}{.spec.containers[0].image} {.status.phase} {.spec.nodeName}{"\\n"}{end}']);
+    const lines = pods.trim().split('\n');
+    expect(lines.length).toBeGreaterThan(0);
+    for (const l of lines) expect(l).toBe(`${refString(refs.operator)} Running ${NODE_NAME}`);
+    // The operators elect a leader through a Lease: they talk to the API server from inside their pods.
+    const holder = await waitFor(
+      async () => (await c().kubectl(['-n', 'hs-system', 'get', 'lease', 'hotstandby-operator', '-o', 'jsonpath={.spec.holderIdentity}']).catch(() => '')).trim() || undefined,
+      { timeoutMs: 60_000, intervalMs: 1000, what: 'the operator Lease to have a holder' },
+    );
+    expect(holder).toMatch(/^hs-hotstandby-operator-/);
+  }, 240_000);
+
   it('stop() removes every container, mount, network namespace, iptables chain, cgroup and the bridge it made', async () => {
     const workDir = c().workDir;
     const pids = c().processes.map((p) => p.pid!);
@@ -157,6 +174,9 @@ spec:
     expect(netns).toEqual([]);
     const after = await listChains('iptables');
     for (const table of Object.keys(after)) expect(after[table]?.sort()).toEqual(chainsBefore?.[table]?.sort());
+    // Nor files where the kubelet, containerd and the CNI plugins write regardless of their configuration.
+    const dirsAfter = machineDirEntries();
+    for (const [dir, entries] of Object.entries(dirsAfter)) expect(entries?.sort() ?? null, dir).toEqual(dirsBefore?.[dir]?.sort() ?? null);
   }, 180_000);
 });
 
