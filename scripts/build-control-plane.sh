@@ -65,3 +65,11 @@ build controlplane/kubernetes "$KUBERNETES_VERSION" k8s.io/kubernetes/cmd/kubele
 build controlplane/kubernetes "$KUBERNETES_VERSION" k8s.io/kubernetes/cmd/kube-proxy kube-proxy "$k8s_version_flags"
 build controlplane/coredns "$COREDNS_VERSION" hotstandby.dev/tools/controlplane/coredns coredns "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" "$(cat "$root/tools/controlplane/coredns/main.go" | sha256sum | cut -c1-16)"
 build node/pause v1 hotstandby.dev/tools/node/pause pause "" "$(cat "$root/tools/node/pause/main.go" | sha256sum | cut -c1-16)"
+# The etcd image's etcd, at the version its tag names (the CRD's default etcd image).
+etcd_image_version=$(sed -n 's/^ETCD_IMAGE=.*:\(v[0-9.]*\)$/\1/p' "$root/tools/images/images.env")
+etcd_module_version=$(sed -n 's|^require go.etcd.io/etcd/server/v3 \(v[0-9.]*\)$|\1|p' "$root/tools/images/etcd/go.mod")
+if [ -z "$etcd_image_version" ] || [ "$etcd_image_version" != "$etcd_module_version" ]; then
+  echo "error: ETCD_IMAGE in tools/images/images.env is tagged '${etcd_image_version}' but tools/images/etcd/go.mod builds etcd '${etcd_module_version}'; make them equal." >&2
+  exit 1
+fi
+build images/etcd "$etcd_image_version" go.etcd.io/etcd/server/v3 etcd

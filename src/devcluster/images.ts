@@ -4,7 +4,7 @@
 //   - the project's image: re-enacts the Dockerfile's stages (dockerfile.ts) on
 //     this machine and lays the runtime stage's directory at its WORKDIR, with
 //     Node 24 from the npm `node` package the build stage installed;
-//   - etcd: the etcd binary built for the control plane;
+//   - etcd: built from go.etcd.io/etcd at the version its tag names (tools/images/etcd);
 //   - "Dragonfly": Debian's redis-server standing in for Dragonfly (no Dragonfly
 //     binary can be built here yet; the entrypoint says so on every start);
 //   - pause: the pod sandbox (tools/node/pause).
@@ -18,7 +18,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { findOnPath } from '../lib/childproc.ts';
-import { binaryPaths, hotstandbyCacheRoot, nodeBinaryPaths, readVersions } from './binaries.ts';
+import { cacheDir, hotstandbyCacheRoot, nodeBinaryPaths, readVersions } from './binaries.ts';
 import { contextSources, parseDockerfile, reenact } from './dockerfile.ts';
 
 const run = promisify(execFile);
@@ -187,12 +187,10 @@ class Builder {
   }
 
   private async etcd(ref: ImageRef): Promise<BuiltImage> {
-    const version = readVersions().ETCD_VERSION;
-    if (ref.tag !== version) {
-      throw new Error(`${IMAGES_FILE} ETCD_IMAGE is tagged ${ref.tag}, but the etcd binary built for the control plane is ${version} (tools/controlplane/versions.env): an image's tag must name the version inside it. Make the two equal.`);
-    }
-    const etcd = binaryPaths().etcd;
-    if (!fs.existsSync(etcd)) throw new Error(`${etcd} is missing; run bash scripts/build-control-plane.sh`);
+    // Built by scripts/build-control-plane.sh from tools/images/etcd at the version the tag names.
+    const version = ref.tag;
+    const etcd = path.join(cacheDir(), `etcd-${version}`, 'etcd');
+    if (!fs.existsSync(etcd)) throw new Error(`${etcd} is missing (the etcd image's etcd ${version}); run bash scripts/build-control-plane.sh`);
     const base = await this.rootfsLayout(BASE);
     const key = hash(RECIPE_VERSION, 'etcd', refString(ref), base.key, fileHash(etcd));
     return this.cachedOr('etcd', ref, key, async (layout) => {

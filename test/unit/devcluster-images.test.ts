@@ -10,7 +10,6 @@ import { parse as parseYaml } from 'yaml';
 import { splitRule } from '../../src/devcluster/cleanup.ts';
 import { contextSources, parseDockerfile } from '../../src/devcluster/dockerfile.ts';
 import { imageRefs, parseRef, refString, treeHash } from '../../src/devcluster/images.ts';
-import { readVersions } from '../../src/devcluster/binaries.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-images-unit-'));
@@ -23,8 +22,18 @@ describe('image names', () => {
     expect(refString(imageRefs().operator)).toBe(`${values.image.repository}:${values.image.tag || chart.appVersion}`);
   });
 
-  it('tags the etcd image with the version of the etcd binary inside it', () => {
-    expect(imageRefs().etcd.tag).toBe(readVersions().ETCD_VERSION);
+  it('tags the etcd image with the version of the etcd built for it', () => {
+    const goMod = fs.readFileSync(path.join(ROOT, 'tools/images/etcd/go.mod'), 'utf8');
+    expect(/^require go\.etcd\.io\/etcd\/server\/v3 (v\S+)$/m.exec(goMod)?.[1]).toBe(imageRefs().etcd.tag);
+  });
+
+  it("names the store images as the CRD's defaults do, so examples/minimal.yaml needs no override", () => {
+    const file = path.join(ROOT, 'src/api/defaults.ts');
+    if (!fs.existsSync(file)) return; // src/api/defaults.ts pins them once the operator's builders have landed
+    const text = fs.readFileSync(file, 'utf8');
+    const pinned = (name: string): string | undefined => new RegExp(`${name} = '([^']+)'`).exec(text)?.[1];
+    expect(refString(imageRefs().etcd)).toBe(pinned('ETCD_DEFAULT_IMAGE'));
+    expect(refString(imageRefs().dragonfly)).toBe(pinned('DRAGONFLY_DEFAULT_IMAGE'));
   });
 
   it('refuses a reference without a tag, naming where it came from', () => {
