@@ -6,6 +6,31 @@ repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
 
 log_step() { printf '\n==> %s\n' "$*"; }
 
+# The real node's Debian packages (containerd, runc, CNI plugins, iptables,
+# conntrack, mmdebstrap, umoci), installed when missing and we are root.
+# Debian's containerd is not started here: the dev cluster runs its own.
+ensure_node_packages() {
+  local missing=()
+  command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
+  [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+  command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+  command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+  command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log_step "installing ${missing[*]} from Debian (the real node's runtime and image tools)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop containerd >/dev/null 2>&1 || true; fi
+  else
+    echo "error: missing ${missing[*]}. Install them as root (Debian/Ubuntu: sudo apt-get install ${missing[*]}) and run again." >&2
+    return 1
+  fi
+}
+
 # Node dependencies (including the pinned Node 24 from the `node` package).
 ensure_node_modules() {
   local root; root=$(repo_root)
