@@ -163,7 +163,7 @@ export class Reconciler {
           type: 'Normal',
           reason: 'FailoverObserved',
           action: 'Failover',
-          note: `${f.from} -> ${f.to} at epoch ${status.leader?.epoch ?? '?'}${f.durationMs !== undefined ? ` in ${f.durationMs} ms` : ''}`,
+          note: `failover from ${f.from} to ${f.to} at epoch ${status.leader?.epoch ?? '?'}${f.durationMs !== undefined ? `, ${f.durationMs} ms after the old leader's last heartbeat` : ''}`,
         });
         this.d.metrics.leaderChanges.inc({ cluster: key });
         if (f.durationMs !== undefined) this.d.metrics.failoverDuration.observe({ cluster: key }, f.durationMs / 1000);

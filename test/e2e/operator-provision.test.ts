@@ -352,7 +352,7 @@ describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
 
   it('external stores behind TLS (etcd with client certificates) and a password (redis-server): the operator and the agents use the Secrets', async () => {
     const pki = makeTestPki(path.join(workDir, 'pki'));
-    const tlsEtcd = await startEtcd({ tls: { certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile, clientCertAuth: true } });
+    const tlsEtcd = await startEtcd({ tls: { certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile, clientCertAuth: true, clientCert: { certFile: pki.clientCertFile, keyFile: pki.clientKeyFile } } });
     const pwRedis = await startRedis({ password: 'e2e-s3cret' });
     try {
       await k(['create', 'secret', 'generic', 'etcd-tls', '-n', NS, `--from-file=ca.crt=${pki.caFile}`, `--from-file=tls.crt=${pki.clientCertFile}`, `--from-file=tls.key=${pki.clientKeyFile}`]);
