@@ -51,7 +51,8 @@ describe('the Dockerfile as the image builder reads it', () => {
     expect(runtime.workdir).toBe('/app');
     expect(runtime.user).toMatch(/^[1-9][0-9]*:[0-9]+$/);
     expect(runtime.env.NODE_ENV).toBe('production');
-    expect(runtime.entrypoint).toEqual(['node', '/app/bin/hotstandby.js']);
+    expect(runtime.entrypoint).toEqual(['node', '--optimize-for-size', '/app/bin/hotstandby.js']);
+    expect(runtime.env.MALLOC_ARENA_MAX).toBe('2');
     expect(runtime.labels['org.opencontainers.image.title']).toBe('hotstandby-operator');
   });
 
