@@ -299,6 +299,23 @@ describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
     expect((missing as { stderr: string }).stderr).toMatch(/HotStandbyCluster apps\/nope not found/);
   }, 60_000);
 
+  it('hotstandby switchover NAME --to any|POD asks the operator and reports how it ended', async () => {
+    const s = standIns[0]!;
+    const before = await leaderOf(s);
+    const cli = (args: string[]) =>
+      run(process.execPath, [BIN, 'switchover', 'kv', '-n', NS, '--kubeconfig', kube().kubeconfig, ...args], { timeout: 60_000 }).then(
+        (r) => ({ code: 0, out: r.stdout, err: r.stderr }),
+        (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, out: e.stdout, err: e.stderr }),
+      );
+    const ok = await cli(['--to', 'any']);
+    expect(ok.code, ok.err).toBe(0);
+    expect(ok.out).toMatch(/switchover complete: kv-\d leads \(epoch \d+\)/);
+    expect((await leaderOf(s)).name).not.toBe(before.name);
+    const bad = await cli(['--to', 'kv-9']);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/switchover failed: kv-9 is not a member of this cluster/);
+  }, 120_000);
+
   it('rolling update of the master image under load: standbys one at a time, then a switchover, then the old leader; nothing lost', async () => {
     const s = standIns[0]!;
     const leader = await leaderOf(s);

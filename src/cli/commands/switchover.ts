@@ -19,6 +19,8 @@ const POLL_MS = 200;
 const CALL_TIMEOUT_MS = 3000;
 
 const help = `Usage: hotstandby switchover --cluster NS/NAME --etcd URL[,URL...] --to MEMBER [--timeout 30s] [--force]
+       hotstandby switchover NAME --to POD|any [-n NS] [--kubeconfig FILE] [--context CTX] [--timeout 30s]
+       kubectl hotstandby switchover NAME --to POD|any [-n NS]
 
 Moves leadership to MEMBER, a live standby, without losing acknowledged
 writes: the leader's agent stops taking writes, waits until MEMBER has applied
@@ -38,6 +40,11 @@ Prints progress and how long the switchover took. When MEMBER already leads,
 there is nothing to do (exit 0). On timeout the request is withdrawn, the
 cluster's state is printed, and the exit status is 1; bad flags or a target
 that is not a standby exit 2 and change nothing.
+
+With a cluster NAME instead of --cluster/--etcd, it asks the operator: it sets
+the HotStandbyCluster's hotstandby.dev/switchover-to annotation (a pod, or any
+for the most caught-up healthy standby) and waits for status.switchover to say
+how it ended. The stores need not be reachable from here.
 
 Example:
   hotstandby switchover --cluster default/mooncake --etcd http://etcd:2379 --to mooncake-1`;
@@ -59,9 +66,10 @@ function describeMembers(view: ClusterView): string {
 }
 
 export async function runSwitchover(argv: string[], io: CommandIo): Promise<number> {
-  let values: { cluster?: string; etcd?: string; to?: string; timeout?: string; force?: boolean } & CredentialFlagValues;
+  let values: { cluster?: string; etcd?: string; to?: string; timeout?: string; force?: boolean; namespace?: string; kubeconfig?: string; context?: string } & CredentialFlagValues;
+  let positionals: string[];
   try {
-    ({ values } = parseArgs({
+    ({ values, positionals } = parseArgs({
       args: argv,
       options: {
         cluster: { type: 'string' },
@@ -72,14 +80,27 @@ export async function runSwitchover(argv: string[], io: CommandIo): Promise<numb
         to: { type: 'string' },
         timeout: { type: 'string' },
         force: { type: 'boolean' },
+        namespace: { type: 'string', short: 'n' },
+        kubeconfig: { type: 'string' },
+        context: { type: 'string' },
       },
-      allowPositionals: false,
+      allowPositionals: true,
       strict: true,
     }));
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
   const { to: _to, timeout: _timeout, force: _force, ...storeValues } = values;
+  if (positionals.length > 1) throw new UsageError(`give one cluster name, got ${positionals.join(' ')}`);
+  if (positionals.length === 1) {
+    if (values.cluster || values.etcd || values.force) throw new UsageError('give either a cluster NAME (asks the operator) or --cluster/--etcd (asks the stores directly), not both; --force goes with --cluster');
+    const target = values.to?.trim();
+    if (!target) throw new UsageError('--to is required: a pod of the cluster, or any, e.g. --to mooncake-1');
+    const timeoutMs = values.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(values.timeout, '--timeout');
+    const { runKubeSwitchover } = await import('../kube-switchover.ts');
+    return runKubeSwitchover({ name: positionals[0]!, namespace: values.namespace, kubeconfig: values.kubeconfig, context: values.context, target, timeoutMs }, io);
+  }
+  if (values.namespace || values.kubeconfig || values.context) throw new UsageError('-n, --kubeconfig and --context go with a cluster NAME, e.g. hotstandby switchover mooncake -n prod --to mooncake-1');
   const flags = parseStoreFlags(storeValues);
   const target = values.to?.trim();
   if (!target) throw new UsageError('--to is required: the member that should lead, e.g. --to mooncake-1 (see `hotstandby status`)');
