@@ -7,9 +7,11 @@
 // and member keys in etcd alive, as agents would: the operator reads only
 // those. Baseline: the same operator process idle with no cluster.
 // Usage: node bench/operator.ts [--clusters 100] [--steady-seconds 30] [--json]
+import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
+import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { Etcd3, type Lease } from 'etcd3';
 import { startDevCluster } from '../src/devcluster/cluster.ts';
 import { ManagedProcess } from '../src/lib/childproc.ts';
@@ -64,7 +66,7 @@ try {
     command: process.execPath,
     args: [BIN, 'operator', '--leader-elect=false', `--metrics-port=${port}`, '--agent-image=hotstandby/operator:bench', '--resync-seconds=60'],
     logFile: path.join(kube.workDir, 'operator.log'),
-    env: { ...process.env, KUBECONFIG: kube.kubeconfig, HOTSTANDBY_LOG_LEVEL: 'warn' },
+    env: { ...process.env, KUBECONFIG: kube.kubeconfig, HOTSTANDBY_LOG_LEVEL: process.env.BENCH_OPERATOR_LOG_LEVEL ?? 'warn' },
   });
   for (let i = 0; i < 300; i++) {
     if ((await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200) break;
@@ -86,7 +88,23 @@ try {
     await lease.put(keys.leader).value(JSON.stringify({ member: `${c}-0`, epoch: 0, address: '127.0.0.1:8000', since: new Date().toISOString() }));
     for (let i = 0; i < 3; i++) await lease.put(keys.member(`${c}-${i}`)).value(memberRecord(c, i));
   }
+  // Agents also label their own pods (leader, standby); do the same as pods appear.
+  const kc = new KubeConfig();
+  kc.loadFromFile(kube.kubeconfig);
+  const core = kc.makeApiClient(CoreV1Api);
+  const labelled = new Set<string>();
+  const labelPods = async (): Promise<void> => {
+    const pods = await core.listNamespacedPod({ namespace: NS, labelSelector: 'hotstandby.dev/cluster' });
+    for (const pod of pods.items) {
+      const name = pod.metadata!.name!;
+      if (labelled.has(name) || pod.status?.phase !== 'Running') continue;
+      const role = name.endsWith('-0') ? 'leader' : 'standby';
+      await core.patchNamespacedPod({ name, namespace: NS, body: { metadata: { labels: { 'hotstandby.dev/role': role } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      labelled.add(name);
+    }
+  };
   heartbeat = setInterval(() => {
+    void labelPods().catch(() => undefined);
     for (const [n, c] of names.entries()) {
       const keys = etcdKeys({ namespace: NS, name: c });
       for (let i = 0; i < 3; i++) void leases[n]!.put(keys.member(`${c}-${i}`)).value(memberRecord(c, i)).catch(() => undefined);
@@ -136,6 +154,10 @@ try {
     idleRssMB: idleRss / 2 ** 20,
     reconcileErrors: sum(steady, 'hotstandby_reconcile_errors_total'),
   };
+  const byVerb = (m: Metrics): Record<string, number> =>
+    Object.fromEntries([...m].filter(([k]) => k.startsWith('hotstandby_kube_requests_total')).map(([k, v]) => [/verb="([^"]+)"/.exec(k)?.[1] ?? k, v]));
+  const steadyByVerb = Object.fromEntries(Object.entries(byVerb(steady)).map(([verb, n]) => [verb, n - (byVerb(converged)[verb] ?? 0)]));
+  err(`steady-state requests by verb: ${JSON.stringify(steadyByVerb)}; applies that wrote: ${sum(steady, 'hotstandby_apply_writes_total') - sum(converged, 'hotstandby_apply_writes_total')}`);
   if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else {
     const rows: Array<[string, string, string, string]> = [
@@ -153,6 +175,7 @@ try {
   }
 } finally {
   if (heartbeat) clearInterval(heartbeat);
+  if (process.env.BENCH_KEEP_OPERATOR_LOG && operator) fs.copyFileSync(operator.logFile, process.env.BENCH_KEEP_OPERATOR_LOG);
   await operator?.stop(5000);
   publisher.close();
   await Promise.allSettled([etcd.stop(), redis.stop()]);

@@ -316,6 +316,8 @@ export class Reconciler {
   /** Writes the status when it differs from the last one known, and remembers it. */
   private async writeStatus(io: ClusterIo, key: string, previous: HotStandbyClusterStatus | undefined, status: HotStandbyClusterStatus): Promise<void> {
     if (JSON.stringify(status) === JSON.stringify(previous ?? {})) return;
+    const changed = Object.keys({ ...status, ...previous }).filter((k) => JSON.stringify((status as Record<string, unknown>)[k]) !== JSON.stringify((previous as Record<string, unknown> | undefined)?.[k]));
+    this.d.log.debug({ cluster: key, changed }, 'writing the status');
     await io.writeStatus(status);
     this.written.set(key, { uid: String(io.hsc.metadata.uid), status });
   }

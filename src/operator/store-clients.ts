@@ -27,8 +27,21 @@ export interface ClusterStores {
 
 const STORE_TIMEOUT_MS = 3000;
 
+/** One pair of connections, shared by every cluster whose stores are the same (same fingerprint). */
+interface SharedConnection extends ClusterStores {
+  users: Set<string>;
+}
+
+interface ClusterEntry {
+  ref: ClusterRef;
+  connection: SharedConnection;
+  watchers: Watcher[];
+}
+
 export class StoreClients {
-  private readonly clients = new Map<string, ClusterStores & { watchers: Watcher[]; ref: ClusterRef }>();
+  /** By fingerprint: clusters on one external etcd and stream server share one gRPC channel and one Redis connection. */
+  private readonly connections = new Map<string, SharedConnection>();
+  private readonly clusters = new Map<string, ClusterEntry>();
   private readonly log: Logger;
   private readonly onLeadershipChange: (ref: ClusterRef) => void;
 
@@ -37,12 +50,21 @@ export class StoreClients {
     this.onLeadershipChange = opts.onLeadershipChange;
   }
 
-  /** The clients for a cluster, made (and its watch started) on first use or when its endpoints changed. */
+  /** The clients for a cluster (shared with clusters on the same stores); its watch is started on first use or when its endpoints changed. */
   get(ref: ClusterRef, endpoints: StoreEndpoints): ClusterStores {
     const id = `${ref.namespace}/${ref.name}`;
-    const existing = this.clients.get(id);
-    if (existing?.fingerprint === endpoints.fingerprint) return existing;
+    const existing = this.clusters.get(id);
+    if (existing?.connection.fingerprint === endpoints.fingerprint) return existing.connection;
     if (existing) this.forget(ref);
+    const connection = this.connections.get(endpoints.fingerprint) ?? this.connect(endpoints);
+    connection.users.add(id);
+    const entry: ClusterEntry = { ref, connection, watchers: [] };
+    this.clusters.set(id, entry);
+    void this.watch(entry, id);
+    return connection;
+  }
+
+  private connect(endpoints: StoreEndpoints): SharedConnection {
     const etcd = new Etcd3({
       hosts: endpoints.etcdEndpoints,
       dialTimeout: STORE_TIMEOUT_MS,
@@ -55,20 +77,19 @@ export class StoreClients {
       maxRetriesPerRequest: 1,
       ...redisCredentialOptions(endpoints.redisUrl, { ...(endpoints.redisPassword !== undefined ? { redisPassword: endpoints.redisPassword } : {}) }),
     });
-    redis.on('error', (err: Error) => this.log.debug({ cluster: id, err: err.message }, 'stream server connection error'));
-    const entry = { etcd, redis, fingerprint: endpoints.fingerprint, watchers: [] as Watcher[], ref };
-    this.clients.set(id, entry);
-    void this.watch(entry, id);
-    return entry;
+    redis.on('error', (err: Error) => this.log.debug({ stores: endpoints.etcdEndpoints.join(','), err: err.message }, 'stream server connection error'));
+    const connection: SharedConnection = { etcd, redis, fingerprint: endpoints.fingerprint, users: new Set() };
+    this.connections.set(endpoints.fingerprint, connection);
+    return connection;
   }
 
-  private async watch(entry: ClusterStores & { watchers: Watcher[]; ref: ClusterRef }, id: string): Promise<void> {
+  private async watch(entry: ClusterEntry, id: string): Promise<void> {
     const keys = etcdKeys(entry.ref);
     for (const key of [keys.leader, keys.switchover]) {
       try {
         // etcd3's watcher reconnects by itself and resumes from its last revision.
-        const watcher = await entry.etcd.watch().key(key).create();
-        if (this.clients.get(id) !== entry) {
+        const watcher = await entry.connection.etcd.watch().key(key).create();
+        if (this.clusters.get(id) !== entry) {
           await watcher.cancel().catch(() => undefined);
           return;
         }
@@ -82,22 +103,33 @@ export class StoreClients {
     }
   }
 
+  /** Stops the cluster's watches; its connections close when no other cluster uses them. */
   forget(ref: ClusterRef): void {
     const id = `${ref.namespace}/${ref.name}`;
-    const c = this.clients.get(id);
-    if (!c) return;
-    this.clients.delete(id);
-    for (const w of c.watchers) void w.cancel().catch(() => undefined);
-    c.etcd.close();
-    c.redis.disconnect();
+    const entry = this.clusters.get(id);
+    if (!entry) return;
+    this.clusters.delete(id);
+    for (const w of entry.watchers) void w.cancel().catch(() => undefined);
+    const c = entry.connection;
+    c.users.delete(id);
+    if (c.users.size === 0) {
+      this.connections.delete(c.fingerprint);
+      c.etcd.close();
+      c.redis.disconnect();
+    }
   }
 
   /** Clusters with open clients, as namespace/name. */
   known(): string[] {
-    return [...this.clients.keys()];
+    return [...this.clusters.keys()];
+  }
+
+  /** Open connection pairs (clusters on the same stores share one). */
+  get connectionCount(): number {
+    return this.connections.size;
   }
 
   close(): void {
-    for (const c of [...this.clients.values()]) this.forget(c.ref);
+    for (const c of [...this.clusters.values()]) this.forget(c.ref);
   }
 }

@@ -34,8 +34,15 @@ describe('StoreClients', () => {
       await waitFor(() => changes.length > before + 1, { timeoutMs: 5000, intervalMs: 20, what: 'the leader delete to be reported' });
       expect(new Set(changes)).toEqual(new Set(['ns/watched']));
 
+      // Clusters on the same stores share one connection; it closes with its last user.
+      const other: ClusterRef = { namespace: 'ns', name: 'neighbour' };
+      expect(clients.get(other, endpoints)).toBe(c);
+      expect(clients.connectionCount).toBe(1);
       const replaced = clients.get(ref, { ...endpoints, fingerprint: 'b' });
       expect(replaced).not.toBe(c);
+      expect(clients.connectionCount).toBe(2);
+      clients.forget(other);
+      expect(clients.connectionCount).toBe(1);
       expect(clients.known()).toEqual(['ns/watched']);
     } finally {
       clients.close();
