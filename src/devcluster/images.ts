@@ -192,7 +192,10 @@ class Builder {
     const etcd = path.join(cacheDir(), `etcd-${version}`, 'etcd');
     if (!fs.existsSync(etcd)) throw new Error(`${etcd} is missing (the etcd image's etcd ${version}); run bash scripts/build-control-plane.sh`);
     const base = await this.rootfsLayout(BASE);
-    const key = hash(RECIPE_VERSION, 'etcd', refString(ref), base.key, fileHash(etcd));
+    // Like the upstream image: no ETCD_* environment, which etcd would refuse
+    // beside the same setting as a flag (the operator passes --data-dir).
+    const runtime = { entrypoint: ['/usr/local/bin/etcd'], cmd: [], env: { PATH: '/usr/local/bin:/usr/bin:/bin' }, labels: { 'org.opencontainers.image.description': `etcd ${version} built from go.etcd.io/etcd for the hotstandby dev cluster` } };
+    const key = hash(RECIPE_VERSION, 'etcd', refString(ref), base.key, fileHash(etcd), JSON.stringify(runtime));
     return this.cachedOr('etcd', ref, key, async (layout) => {
       await copyLayout(base.layout, layout, ref.tag);
       await umoci(['insert', '--image', `${layout}:${ref.tag}`, etcd, '/usr/local/bin/etcd']);
@@ -203,7 +206,7 @@ class Builder {
       } finally {
         fs.rmSync(data, { recursive: true, force: true });
       }
-      await configure(layout, ref.tag, { entrypoint: ['/usr/local/bin/etcd'], cmd: [], env: { PATH: '/usr/local/bin:/usr/bin:/bin', ETCD_DATA_DIR: '/var/lib/etcd' }, labels: { 'org.opencontainers.image.description': `etcd ${version} built from go.etcd.io/etcd for the hotstandby dev cluster` } });
+      await configure(layout, ref.tag, runtime);
     });
   }
 
