@@ -128,10 +128,14 @@ try {
     const list = JSON.parse(await kube.kubectl(['get', 'hsc', '-n', NS, '-o', 'json'], { timeoutMs: 60_000 })) as {
       items: Array<{ status?: { leader?: { pod?: string }; conditions?: Array<{ type: string; status: string }> } }>;
     };
-    const done = list.items.filter((h) => h.status?.leader?.pod && h.status.conditions?.some((c) => c.type === 'Reconciled' && c.status === 'True')).length;
+    // Settled: a leader, children reconciled, every pod running the current template and labelled (as its agent would).
+    const done = list.items.filter(
+      (h) => h.status?.leader?.pod && ['Reconciled', 'Updated'].every((t) => h.status!.conditions?.some((c) => c.type === t && c.status === 'True')),
+    ).length;
     if (tick % 5 === 0) err(`  ${((Date.now() - created) / 1000).toFixed(0)} s: ${done}/${N} reconciled with a leader`);
-    if (done === N) {
+    if (done === N && labelled.size >= 3 * N) {
       convergedMs = Date.now() - created;
+      await sleep(5000); // let the last status writes of the settling land before steady state is measured
       break;
     }
     await sleep(1000);
