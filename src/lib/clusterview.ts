@@ -39,6 +39,8 @@ export interface LogView {
   source: 'stream' | 'members';
   /** The epoch the stream server accepts appends from; null when not read from the stream. */
   fencingEpoch: number | null;
+  /** Entries kept in the stream (XLEN: trimming keeps it near oplog.maxLength); absent when not read from the stream. */
+  length?: number;
 }
 
 export interface SnapshotView {
@@ -257,8 +259,8 @@ export async function readClusterView(opts: ReadClusterViewOptions): Promise<Clu
 async function readLogHead(redis: Redis, cluster: ClusterRef, timeoutMs: number): Promise<LogView> {
   const keys = streamKeys(cluster);
   // Both keys carry the cluster's hash tag, so one MGET is fine on a sharded server too.
-  const [head, epoch] = await withTimeout(redis.mget(keys.head, keys.epoch), timeoutMs, 'the stream server to answer');
-  return { headSeq: Number(head ?? 0) || 0, source: 'stream', fencingEpoch: epoch == null ? null : Number(epoch) || 0 };
+  const [[head, epoch], length] = await withTimeout(Promise.all([redis.mget(keys.head, keys.epoch), redis.xlen(keys.log)]), timeoutMs, 'the stream server to answer');
+  return { headSeq: Number(head ?? 0) || 0, source: 'stream', fencingEpoch: epoch == null ? null : Number(epoch) || 0, length };
 }
 
 /** The snapshot key holds one descriptor or a list of the kept ones; the newest (highest seq) is shown. */

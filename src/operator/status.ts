@@ -47,7 +47,7 @@ export function statusFromView(input: StatusInput, view: ClusterView, lastSeen?:
     maxLag,
     failoverCount: previous?.failoverCount ?? 0,
     ...(previous?.lastFailover ? { lastFailover: previous.lastFailover } : {}),
-    ...(view.log ? { oplog: { headSeq: view.log.headSeq } } : {}),
+    ...(view.log ? { oplog: { headSeq: view.log.headSeq, ...(view.log.length !== undefined ? { length: view.log.length } : {}) } } : {}),
     snapshot: view.snapshot
       ? { lastSeq: view.snapshot.seq, lastTime: view.snapshot.createdAt, sizeBytes: view.snapshot.sizeBytes, state: 'Stored' }
       : { state: 'None' },
