@@ -1,7 +1,9 @@
 // Where a cluster's etcd and stream server are, and the credentials to reach
 // them, from its spec and the Secrets it names. Managed stores are reached
-// through the Services the operator makes for them.
+// through the Services the operator makes for them (names from the builders,
+// so the operator dials exactly what the agents are given).
 import type { HotStandbyCluster } from '../api/v1alpha1.ts';
+import { managedDragonflyUrl, managedEtcdUrl } from './builders/names.ts';
 import type { StoreEndpoints } from './store-clients.ts';
 
 export interface SecretData {
@@ -22,22 +24,14 @@ export class StoreConfigError extends Error {
   }
 }
 
-export function managedEtcdEndpoint(name: string, namespace: string): string {
-  return `http://${name}-etcd.${namespace}.svc:2379`;
-}
-
-export function managedStreamUrl(name: string, namespace: string): string {
-  return `redis://${name}-dragonfly.${namespace}.svc:6379`;
-}
-
 export async function resolveStoreEndpoints(hsc: HotStandbyCluster, readSecret: ReadSecret): Promise<StoreEndpoints> {
   const name = hsc.metadata.name;
   const namespace = hsc.metadata.namespace ?? 'default';
   const etcdExt = hsc.spec.etcd?.external;
   const dfExt = hsc.spec.dragonfly?.external;
   const out: StoreEndpoints = {
-    etcdEndpoints: etcdExt ? etcdExt.endpoints : [managedEtcdEndpoint(name, namespace)],
-    redisUrl: dfExt ? dfExt.url : managedStreamUrl(name, namespace),
+    etcdEndpoints: etcdExt ? etcdExt.endpoints : [managedEtcdUrl(name, namespace)],
+    redisUrl: dfExt ? dfExt.url : managedDragonflyUrl(name, namespace),
     fingerprint: '',
   };
   const versions: string[] = [];
