@@ -154,7 +154,8 @@ export class Reconciler {
     // ---- 8: status
     let status: HotStandbyClusterStatus;
     if (view) {
-      status = statusFromView(input, view, this.lastSeen.get(key));
+      const podRoles = new Map(pods.filter((p) => !p.metadata.deletionTimestamp).map((p) => [p.metadata.name, p.metadata.labels?.[ROLE_LABEL]] as const));
+      status = statusFromView({ ...input, podRoles }, view, this.lastSeen.get(key));
       const leader = view.members.find((m) => m.isLeader);
       if (view.leader && leader) this.lastSeen.set(key, { pod: view.leader.member, epoch: view.leader.epoch, lastHeartbeat: leader.lastHeartbeat });
       if ((status.failoverCount ?? 0) > (previous?.failoverCount ?? 0) && status.lastFailover) {
