@@ -197,6 +197,10 @@ export class KvMaster {
     this.writable = false;
     const leader = this.leaderAddress();
     for (const w of this.queue.splice(0)) w.reject(new WriteRefused(409, `not the leader (${why})`, leader));
+    // Clients reach the leader through a Service; their kept-alive connections
+    // would stay pinned to this pod. Dropping the idle ones makes them connect
+    // again and be routed to whoever leads now.
+    this.server.closeIdleConnections();
   }
 
   private leaderAddress(): string | undefined {
@@ -423,6 +427,11 @@ export class KvMaster {
     } catch (err) {
       if (err instanceof WriteRefused) {
         if (err.leader) res.setHeader('X-Leader', err.leader);
+        // A refusal because this member does not lead closes the connection: a
+        // client that came through the leader Service (possibly while the
+        // routing still pointed here) reconnects and is routed anew, instead of
+        // being refused on this kept-alive connection forever.
+        if (!this.writable) res.setHeader('Connection', 'close');
         if (err.status === 503) res.setHeader('Retry-After', String(RETRY_AFTER_SECONDS));
         return send(res, err.status, { error: { code: err.code, message: err.message, leader: err.leader ?? null } });
       }
