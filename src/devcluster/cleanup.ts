@@ -267,7 +267,13 @@ async function removeNetns(before: Set<string>): Promise<void> {
   for (const ns of fs.readdirSync(NETNS_DIR)) {
     if (before.has(ns) || !ns.startsWith('cni-')) continue;
     const p = path.join(NETNS_DIR, ns);
-    await run('umount', [p]).catch(() => undefined);
+    // A namespace file can be mounted more than once: when something runs
+    // `ip netns add` meanwhile (a test making its own namespaces), /run/netns
+    // becomes a shared bind mount of itself and every nsfs mount under it is
+    // propagated, so one umount leaves a copy and the file stays busy.
+    for (let round = 0; round < 10 && mountsUnder([p]).includes(p); round++) {
+      await run('umount', [p]).catch(() => run('umount', ['-l', p]).catch(() => undefined));
+    }
     fs.rmSync(p, { force: true });
   }
 }

@@ -352,6 +352,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   # Without CAP_SYS_RESOURCE a container cannot lower its oom_score_adj below containerd's.
   restrict_oom_score_adj = true
   enable_selinux = false
+  # Pod network namespaces under our own state dir, not the machine's /run/netns:
+  # \`ip netns add\` (tests that make their own namespaces) turns /run/netns into a
+  # shared bind mount of itself, after which the pods' nsfs mounts there are
+  # shadowed and can be neither unmounted nor removed by \`down\`.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
