@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { ManagedProcess, stopAllChildren } from '../src/lib/childproc.ts';
+import { imageRuntime } from './lib/image-runtime.ts';
 import { etcdKeys } from '../src/lib/keys.ts';
 import { removeWorkDir, startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../src/lib/localstores.ts';
 import { freePort, isPortOpen } from '../src/lib/ports.ts';
@@ -88,24 +89,6 @@ function prepareApp(): string {
     stdio: 'inherit',
   });
   return path.join(app, 'bin', 'hotstandby.js');
-}
-
-/** The runtime stage of the Dockerfile under --root: what the image sets for every process. */
-function imageRuntime(): { nodeFlags: string[]; env: Record<string, string> } {
-  const dockerfile = path.join(root, 'Dockerfile');
-  if (!fs.existsSync(dockerfile)) return { nodeFlags: [], env: {} };
-  const text = fs.readFileSync(dockerfile, 'utf8');
-  const runtime = text.slice(text.lastIndexOf('\nFROM '));
-  const env: Record<string, string> = {};
-  for (const [, pairs] of runtime.matchAll(/^ENV\s+(.+)$/gm)) {
-    for (const pair of pairs!.trim().split(/\s+/)) {
-      const eq = pair.indexOf('=');
-      if (eq > 0) env[pair.slice(0, eq)] = pair.slice(eq + 1);
-    }
-  }
-  const m = /^ENTRYPOINT\s+(\[.*\])\s*$/m.exec(runtime);
-  const argv = m ? (JSON.parse(m[1]!) as string[]) : [];
-  return { nodeFlags: argv.slice(1, argv.findIndex((a) => a.endsWith('hotstandby.js'))), env };
 }
 
 interface Sample {
@@ -189,7 +172,7 @@ const cluster = { namespace: 'bench', name: 'footprint' };
 
 async function main(): Promise<void> {
   const bin = prepareApp();
-  const image = imageRuntime();
+  const image = imageRuntime(root);
   const nodeFlags = values['node-flags'] !== undefined ? values['node-flags'].split(/\s+/).filter(Boolean) : image.nodeFlags;
   const nodeArgs = [...nodeFlags, '--import', probe];
   progress(`node flags: ${nodeFlags.join(' ') || '(none)'}; environment from the Dockerfile: ${JSON.stringify(image.env)}`);

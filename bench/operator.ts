@@ -5,7 +5,9 @@
 // creating, then in steady state), its RSS and the watch events it receives.
 // The agents are stood in for by a publisher that keeps each cluster's leader
 // and member keys in etcd alive, as agents would: the operator reads only
-// those. Baseline: the same operator process idle with no cluster.
+// those. Baseline: the same operator process idle with no cluster. The
+// operator runs with the node flags and environment of the project image
+// (Dockerfile), as it does in its pod.
 // Usage: node bench/operator.ts [--clusters 100] [--steady-seconds 30] [--json]
 import fs from 'node:fs';
 import path from 'node:path';
@@ -19,6 +21,7 @@ import { etcdKeys } from '../src/lib/keys.ts';
 import { startEtcd, startRedis } from '../src/lib/localstores.ts';
 import { freePort } from '../src/lib/ports.ts';
 import { sleep } from '../src/lib/time.ts';
+import { imageRuntime } from './lib/image-runtime.ts';
 
 const { values } = parseArgs({
   options: {
@@ -61,12 +64,14 @@ try {
   await kube.kubectl(['wait', '--for=condition=Established', 'crd/hotstandbyclusters.hotstandby.dev', '--timeout=60s']);
   await kube.kubectl(['create', 'namespace', NS]);
   const port = await freePort();
+  const image = imageRuntime(ROOT);
+  err(`the operator runs as in its image: node ${image.nodeFlags.join(' ')}, ${Object.entries(image.env).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   operator = new ManagedProcess({
     name: 'operator',
     command: process.execPath,
-    args: [BIN, 'operator', '--leader-elect=false', `--metrics-port=${port}`, '--agent-image=hotstandby/operator:bench', '--resync-seconds=60'],
+    args: [...image.nodeFlags, BIN, 'operator', '--leader-elect=false', `--metrics-port=${port}`, '--agent-image=hotstandby/operator:bench', '--resync-seconds=60'],
     logFile: path.join(kube.workDir, 'operator.log'),
-    env: { ...process.env, KUBECONFIG: kube.kubeconfig, HOTSTANDBY_LOG_LEVEL: process.env.BENCH_OPERATOR_LOG_LEVEL ?? 'warn' },
+    env: { ...process.env, ...image.env, KUBECONFIG: kube.kubeconfig, HOTSTANDBY_LOG_LEVEL: process.env.BENCH_OPERATOR_LOG_LEVEL ?? 'warn' },
   });
   for (let i = 0; i < 300; i++) {
     if ((await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200) break;
@@ -75,6 +80,7 @@ try {
   await sleep(5000);
   const idle = await scrape(port);
   const idleRss = idle.get('process_resident_memory_bytes') ?? 0;
+  const idleHeap = idle.get('nodejs_heap_size_used_bytes') ?? 0;
 
   // What the agents would publish: a leader and three members per cluster, kept alive.
   const leases: Lease[] = [];
@@ -156,6 +162,8 @@ try {
     watchEventsPerSecondSteady: (sum(steady, 'hotstandby_watch_events_total') - sum(converged, 'hotstandby_watch_events_total')) / STEADY_S,
     rssMB: rss / 2 ** 20,
     idleRssMB: idleRss / 2 ** 20,
+    heapUsedMB: (steady.get('nodejs_heap_size_used_bytes') ?? 0) / 2 ** 20,
+    idleHeapUsedMB: idleHeap / 2 ** 20,
     reconcileErrors: sum(steady, 'hotstandby_reconcile_errors_total'),
   };
   const byVerb = (m: Metrics): Record<string, number> =>
@@ -172,6 +180,7 @@ try {
       ['requests per cluster per minute, steady', result.steadyRequestsPerClusterPerMinute.toFixed(2), '', ''],
       ['watch events/s while creating / steady', `${result.watchEventsPerSecondCreate?.toFixed(1) ?? '?'} / ${result.watchEventsPerSecondSteady.toFixed(2)}`, '', ''],
       [`operator RSS with ${N} clusters (idle, no cluster: baseline)`, `${result.rssMB.toFixed(0)} MB (${result.idleRssMB.toFixed(0)} MB)`, '< 150 MB', result.rssMB < 150 ? 'met' : 'MISSED'],
+      ['  V8 heap in use (idle, no cluster)', `${result.heapUsedMB.toFixed(0)} MB (${result.idleHeapUsedMB.toFixed(0)} MB)`, '', ''],
       ['reconcile errors', String(result.reconcileErrors), '0', result.reconcileErrors === 0 ? 'met' : 'MISSED'],
     ];
     const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
