@@ -12,10 +12,13 @@
 import { Etcd3, type IOptions } from 'etcd3';
 import { Redis } from 'ioredis';
 import { etcdKeys, streamKeys, type ClusterRef } from '../lib/keys.ts';
+import { etcdCredentialOptions } from '../lib/storeclients.ts';
 import type { Logger } from '../lib/log.ts';
 import { withTimeout } from '../lib/time.ts';
-import type { HotStandbyClusterSpec } from '../api/v1alpha1.ts';
+import type { HotStandbyCluster, HotStandbyClusterSpec } from '../api/v1alpha1.ts';
 import { isNotFound, type KubeClient } from './kube/client.ts';
+import { resolveStoreEndpoints, secretReader, type ReadSecret } from './store-endpoints.ts';
+import type { StoreEndpoints } from './store-clients.ts';
 
 export interface CleanupReport {
   etcdKeysDeleted: number;
@@ -30,6 +33,8 @@ export interface CleanupOptions {
   log: Logger;
   /** Deadline of each store call (default 10 s). */
   timeoutMs?: number;
+  /** How the TLS and password Secrets are read (default: through `client`). */
+  readSecret?: ReadSecret;
 }
 
 const SCAN_COUNT = 1000;
@@ -41,8 +46,13 @@ export async function cleanupClusterData(opts: CleanupOptions): Promise<CleanupR
   const report: CleanupReport = { etcdKeysDeleted: 0, streamKeysDeleted: 0, pvcsDeleted: [] };
   const etcdExt = opts.spec.etcd?.external;
   const dfExt = opts.spec.dragonfly?.external;
-  if (etcdExt) report.etcdKeysDeleted = await step(`removing the cluster's keys from etcd ${etcdExt.endpoints.join(',')}`, () => deleteEtcdPrefix(opts, etcdExt, timeoutMs));
-  if (dfExt) report.streamKeysDeleted = await step(`removing the cluster's keys from the stream server ${dfExt.url}`, () => deleteStreamKeys(opts, dfExt, timeoutMs));
+  if (etcdExt || dfExt) {
+    // The same addresses and credentials the reconciler and the agents use, from the spec and its Secrets.
+    const cluster = { metadata: { name: opts.cluster.name, namespace: opts.cluster.namespace }, spec: opts.spec } as HotStandbyCluster;
+    const endpoints = await step('reading the stores\' Secrets', () => resolveStoreEndpoints(cluster, opts.readSecret ?? secretReader(opts.client, timeoutMs)));
+    if (etcdExt) report.etcdKeysDeleted = await step(`removing the cluster's keys from etcd ${etcdExt.endpoints.join(',')}`, () => deleteEtcdPrefix(opts, endpoints, timeoutMs));
+    if (dfExt) report.streamKeysDeleted = await step(`removing the cluster's keys from the stream server ${dfExt.url}`, () => deleteStreamKeys(opts, endpoints, timeoutMs));
+  }
   const managed = [...(opts.spec.etcd?.managed || !etcdExt ? ['etcd'] : []), ...(opts.spec.dragonfly?.managed || !dfExt ? ['dragonfly'] : [])];
   if (managed.length) report.pvcsDeleted = await step(`deleting the PVCs of the managed ${managed.join(' and ')}`, () => deleteStorePvcs(opts, managed, timeoutMs));
   opts.log.info({ cluster: `${opts.cluster.namespace}/${opts.cluster.name}`, ...report }, 'cluster data cleaned up');
@@ -57,42 +67,29 @@ async function step<T>(what: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function deleteEtcdPrefix(opts: CleanupOptions, ext: NonNullable<NonNullable<HotStandbyClusterSpec['etcd']>['external']>, timeoutMs: number): Promise<number> {
-  const etcdOptions: IOptions = { hosts: ext.endpoints, dialTimeout: timeoutMs };
-  if (ext.tlsSecret) {
-    const data = await readSecret(opts.client, opts.cluster.namespace, ext.tlsSecret.name, timeoutMs);
-    etcdOptions.credentials = {
-      rootCertificate: need(data, 'ca.crt', ext.tlsSecret.name),
-      certChain: data['tls.crt'],
-      privateKey: data['tls.key'],
-    };
-  }
+async function deleteEtcdPrefix(opts: CleanupOptions, endpoints: StoreEndpoints, timeoutMs: number): Promise<number> {
+  const etcdOptions: IOptions = { hosts: endpoints.etcdEndpoints, dialTimeout: timeoutMs, ...etcdCredentialOptions(endpoints.etcdTls) };
   const etcd = new Etcd3(etcdOptions);
   try {
     const prefix = etcdKeys(opts.cluster).prefix;
-    const res = await withTimeout(etcd.delete().prefix(prefix).exec(), timeoutMs, `deleting ${prefix} in etcd ${ext.endpoints.join(',')}`);
+    const res = await withTimeout(etcd.delete().prefix(prefix).exec(), timeoutMs, `deleting ${prefix} in etcd ${endpoints.etcdEndpoints.join(',')}`);
     return Number(res.deleted);
   } finally {
     etcd.close();
   }
 }
 
-async function deleteStreamKeys(opts: CleanupOptions, ext: NonNullable<NonNullable<HotStandbyClusterSpec['dragonfly']>['external']>, timeoutMs: number): Promise<number> {
-  let password: string | undefined;
-  if (ext.passwordSecret) {
-    const data = await readSecret(opts.client, opts.cluster.namespace, ext.passwordSecret.name, timeoutMs);
-    password = need(data, ext.passwordSecret.key ?? 'password', ext.passwordSecret.name).toString('utf8');
-  }
-  const redis = new Redis(ext.url, {
+async function deleteStreamKeys(opts: CleanupOptions, endpoints: StoreEndpoints, timeoutMs: number): Promise<number> {
+  const redis = new Redis(endpoints.redisUrl, {
     lazyConnect: true,
     connectTimeout: timeoutMs,
     commandTimeout: timeoutMs,
     maxRetriesPerRequest: 1,
-    ...(password !== undefined ? { password } : {}),
+    ...(endpoints.redisPassword !== undefined ? { password: endpoints.redisPassword } : {}),
   });
   redis.on('error', (err: Error) => opts.log.debug({ err: err.message }, 'stream server connection error during cleanup'));
   try {
-    await withTimeout(redis.connect(), timeoutMs, `connecting to the stream server ${ext.url}`);
+    await withTimeout(redis.connect(), timeoutMs, `connecting to the stream server ${endpoints.redisUrl}`);
     // The tag braces are literal in a SCAN pattern; glob characters cannot occur in namespace/name.
     const pattern = `hs:${streamKeys(opts.cluster).tag}:*`;
     let cursor = '0';
@@ -129,17 +126,6 @@ async function deleteStorePvcs(opts: CleanupOptions, stores: string[], timeoutMs
     }
   }
   return deleted;
-}
-
-async function readSecret(client: KubeClient, namespace: string, name: string, timeoutMs: number): Promise<Record<string, Buffer>> {
-  const secret = await client.request<{ data?: Record<string, string> }>('GET', `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`, { timeoutMs });
-  return Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
-}
-
-function need(data: Record<string, Buffer>, key: string, secret: string): Buffer {
-  const v = data[key];
-  if (!v) throw new Error(`Secret ${secret} has no key ${key}`);
-  return v;
 }
 
 function escapeRegExp(s: string): string {

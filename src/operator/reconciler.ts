@@ -28,7 +28,7 @@ import type { OperatorMetrics } from './metrics.ts';
 import { nextRolloutStep, podOrdinal, type RolloutPlan } from './rollout.ts';
 import { mergeConditions, statusFromView, statusWithProblem, type LastSeenLeader, type StatusInput } from './status.ts';
 import type { ClusterStores, StoreClients } from './store-clients.ts';
-import { StoreConfigError, resolveStoreEndpoints, type ReadSecret } from './store-endpoints.ts';
+import { StoreConfigError, resolveStoreEndpoints, secretReader, type ReadSecret } from './store-endpoints.ts';
 import { decideSwitchover, type SwitchoverStatus } from './switchover.ts';
 
 const STORE_TIMEOUT_MS = 3000;
@@ -108,7 +108,7 @@ export class Reconciler {
       policy: deletionPolicyOf(hsc),
       log,
       cleanup: async () => {
-        await cleanupClusterData({ client: ctx.client, cluster: ref, spec: hsc.spec, log });
+        await cleanupClusterData({ client: ctx.client, cluster: ref, spec: hsc.spec, log, readSecret: io.readSecret });
       },
     });
     if (state === 'deleting') {
@@ -351,11 +351,13 @@ export class Reconciler {
 /** The writes one reconcile makes besides applying children, on the cluster and its pods. */
 class ClusterIo {
   readonly hsc: HotStandbyCluster;
+  readonly readSecret: ReadSecret;
   private readonly ctx: ReconcileContext;
 
   constructor(ctx: ReconcileContext, hsc: HotStandbyCluster) {
     this.ctx = ctx;
     this.hsc = hsc;
+    this.readSecret = secretReader(ctx.client);
   }
 
   private get path(): string {
@@ -391,18 +393,6 @@ class ClusterIo {
     }
   }
 
-  readonly readSecret: ReadSecret = async (namespace, name) => {
-    try {
-      const s = await this.ctx.client.request<{ data?: Record<string, string>; metadata: { resourceVersion: string } }>(
-        'GET',
-        `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`,
-      );
-      return { data: s.data ?? {}, resourceVersion: s.metadata.resourceVersion };
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
-  };
 }
 
 function isPodReady(pod: KubeObject): boolean {

@@ -4,6 +4,7 @@
 // so the operator dials exactly what the agents are given).
 import type { HotStandbyCluster } from '../api/v1alpha1.ts';
 import { managedDragonflyUrl, managedEtcdUrl } from './builders/names.ts';
+import { isNotFound, type KubeClient } from './kube/client.ts';
 import type { StoreEndpoints } from './store-clients.ts';
 
 export interface SecretData {
@@ -13,6 +14,23 @@ export interface SecretData {
 }
 
 export type ReadSecret = (namespace: string, name: string) => Promise<SecretData | undefined>;
+
+/** Reads Secrets through the API (the operator's Role allows get on Secrets); undefined when there is none. */
+export function secretReader(client: KubeClient, timeoutMs?: number): ReadSecret {
+  return async (namespace, name) => {
+    try {
+      const s = await client.request<{ data?: Record<string, string>; metadata: { resourceVersion: string } }>(
+        'GET',
+        `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(name)}`,
+        timeoutMs !== undefined ? { timeoutMs } : undefined,
+      );
+      return { data: s.data ?? {}, resourceVersion: s.metadata.resourceVersion };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  };
+}
 
 /** A problem a user fixes in the spec or a Secret; the message names the field and the fix. */
 export class StoreConfigError extends Error {
