@@ -1,5 +1,5 @@
 // A whole hot-standby cluster on this machine, as real processes: etcd, a
-// Redis-protocol server, and N members, each an `hotstandby agent` plus an
+// Redis-protocol server (Dragonfly or redis-server), and N members, each an `hotstandby agent` plus an
 // `hotstandby kvmaster` child process on free loopback ports. The demo, the
 // failover tests and bench/failover.ts drive it.
 //
@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { ManagedProcess } from '../lib/childproc.ts';
 import { etcdKeys, type ClusterRef } from '../lib/keys.ts';
-import { startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../lib/localstores.ts';
+import { startEtcd, startStreamServer, type LocalEtcd, type LocalStreamServer, type StreamServerKind } from '../lib/localstores.ts';
 import { freePort, waitForPort } from '../lib/ports.ts';
 import { waitFor } from '../lib/time.ts';
 
@@ -31,6 +31,8 @@ export interface LocalClusterOptions {
   logLevel?: string;
   /** Extra `hotstandby agent` flags, e.g. ['--snapshot-every-entries', '500']. */
   agentArgs?: string[];
+  /** The stream server to run; default: chooseStreamServer() (Dragonfly when built). */
+  streamServer?: StreamServerKind;
 }
 
 export interface Member {
@@ -53,13 +55,14 @@ export interface MasterStatus {
 
 export class LocalCluster {
   readonly etcd: LocalEtcd;
-  readonly redis: LocalRedis;
+  /** The Redis-protocol stream server (Dragonfly or redis-server). */
+  readonly redis: LocalStreamServer;
   readonly members: Member[] = [];
   readonly workDir: string;
   readonly ref: ClusterRef;
-  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster'>>;
+  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster' | 'streamServer'>>;
 
-  private constructor(etcd: LocalEtcd, redis: LocalRedis, workDir: string, ref: ClusterRef, opts: LocalCluster['opts']) {
+  private constructor(etcd: LocalEtcd, redis: LocalStreamServer, workDir: string, ref: ClusterRef, opts: LocalCluster['opts']) {
     this.etcd = etcd;
     this.redis = redis;
     this.workDir = workDir;
@@ -76,9 +79,9 @@ export class LocalCluster {
     };
     const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-cluster-'));
     const etcd = await startEtcd({ workDir });
-    let redis: LocalRedis;
+    let redis: LocalStreamServer;
     try {
-      redis = await startRedis({ workDir });
+      redis = await startStreamServer({ workDir, ...(options.streamServer ? { kind: options.streamServer } : {}) });
     } catch (err) {
       await etcd.stop();
       throw err;
