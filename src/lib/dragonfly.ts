@@ -70,6 +70,7 @@ export interface DragonflyArgsOptions {
  * under memory pressure, and an evicted log, epoch or head would lose acknowledged writes.
  * Two proactor threads: the stream and its fencing keys share one hash tag, so one shard does
  * the work and more threads only cost memory. No version check: it calls out to the internet.
+ * Logs go to stderr (the process's log file, the container's log), not to files in /tmp.
  */
 export function dragonflyArgs(opts: DragonflyArgsOptions): string[] {
   return [
@@ -81,6 +82,7 @@ export function dragonflyArgs(opts: DragonflyArgsOptions): string[] {
     '--proactor_threads=2',
     '--cache_mode=false',
     '--version_check=false',
+    '--logtostderr',
     ...(opts.replicaOf ? [`--replicaof=${opts.replicaOf}`] : []),
   ];
 }

@@ -75,6 +75,7 @@ describe('Dragonfly flags', () => {
       '--proactor_threads=2',
       '--cache_mode=false',
       '--version_check=false',
+      '--logtostderr',
     ]);
     expect(dragonflyArgs({ port: 1, bind: '0.0.0.0', dir: '/d', dbfilename: 'x', lockOnHashtags: false, replicaOf: '10.0.0.1:6379' })).toEqual(
       expect.arrayContaining(['--lock_on_hashtags=false', '--replicaof=10.0.0.1:6379']),
