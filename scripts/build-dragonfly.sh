@@ -72,22 +72,31 @@ checkout() {
 work="$cache/build-$DRAGONFLY_VERSION-$key"
 src="$work/src" third="$work/third_party" build="$work/build"
 echo "==> Dragonfly $DRAGONFLY_VERSION from source in $work"
-checkout "$DRAGONFLY_REPO" "$DRAGONFLY_VERSION" "$src"
-helio=$(git --git-dir="$(repo "$DRAGONFLY_REPO")" ls-tree "$DRAGONFLY_VERSION" helio | awk '{print $3}')
-checkout "$HELIO_REPO" "$helio" "$src/helio"
-patch --quiet -p1 -d "$src" < "$tools/local-sources.patch"
-mkdir -p "$build"
-while read -r kind name from ref paths; do
-  case "$kind" in
-    ''|'#'*) continue ;;
-    # shellcheck disable=SC2086 # paths is a list of pathspecs
-    dir) checkout "$from" "$ref" "$third/$name" $paths ;;
-    tarball)
-      git --git-dir="$(repo "$from")" archive --format=tar.gz --prefix="${name%.tar.gz}/" \
-        -o "$build/$name" "$ref" ;;
-    *) echo "error: tools/dragonfly/sources.txt: unknown kind '$kind'" >&2; exit 1 ;;
-  esac
-done < "$tools/sources.txt"
+# An interrupted build resumes: the sources stay as they were checked out (a fresh checkout
+# would make every object file look stale) and ninja carries on where it stopped.
+resumed=""
+if [ -f "$work/sources.done" ]; then
+  resumed=" (resumed: this run's part only)"
+  echo "    resuming the build in $build"
+else
+  checkout "$DRAGONFLY_REPO" "$DRAGONFLY_VERSION" "$src"
+  helio=$(git --git-dir="$(repo "$DRAGONFLY_REPO")" ls-tree "$DRAGONFLY_VERSION" helio | awk '{print $3}')
+  checkout "$HELIO_REPO" "$helio" "$src/helio"
+  patch --quiet -p1 -d "$src" < "$tools/local-sources.patch"
+  mkdir -p "$build"
+  while read -r kind name from ref paths; do
+    case "$kind" in
+      ''|'#'*) continue ;;
+      # shellcheck disable=SC2086 # paths is a list of pathspecs
+      dir) checkout "$from" "$ref" "$third/$name" $paths ;;
+      tarball)
+        git --git-dir="$(repo "$from")" archive --format=tar.gz --prefix="${name%.tar.gz}/" \
+          -o "$build/$name" "$ref" ;;
+      *) echo "error: tools/dragonfly/sources.txt: unknown kind '$kind'" >&2; exit 1 ;;
+    esac
+  done < "$tools/sources.txt"
+  touch "$work/sources.done"
+fi
 
 # shellcheck disable=SC2086 # the flag lists are meant to split into words
 cmake -G Ninja -S "$src" -B "$build" $DRAGONFLY_CMAKE_FLAGS $system_libs \
@@ -105,5 +114,5 @@ mkdir -p "$(dirname "$out")"
 cp "$build/dragonfly" "$out.tmp"
 strip "$out.tmp"
 mv "$out.tmp" "$out"
-echo "    dragonfly $DRAGONFLY_VERSION: built in $((SECONDS - started)) s, peak memory $(awk -F': ' '/Maximum resident/ {print int($2 / 1024)}' "$work/time.txt") MiB"
+echo "    dragonfly $DRAGONFLY_VERSION: built in $((SECONDS - started)) s, peak memory $(awk -F': ' '/Maximum resident/ {print int($2 / 1024)}' "$work/time.txt") MiB$resumed"
 echo "$out"
