@@ -23,7 +23,11 @@ jobs="${DRAGONFLY_JOBS:-2}"
 
 # The key covers everything that changes the binary: version, flags, pinned sources, our patch.
 # src/lib/dragonfly.ts dragonflyBinaryPath() computes the same path; keep the two in step.
-key=$(cat "$tools/versions.env" "$tools/sources.txt" "$tools/local-sources.patch" | sha256sum | cut -c1-12)
+# The work dir is keyed by what configures CMake (fixes are applied to it on every run, so a
+# new fix rebuilds only the files it touches); the binary by that plus the fixes.
+fixes=("$tools"/fixes/*.patch)
+srckey=$(cat "$tools/versions.env" "$tools/sources.txt" "$tools/local-sources.patch" | sha256sum | cut -c1-12)
+key=$(cat "$tools/versions.env" "$tools/sources.txt" "$tools/local-sources.patch" "${fixes[@]}" | sha256sum | cut -c1-12)
 out="$cache/$DRAGONFLY_VERSION-$key/dragonfly"
 if [ "${1:-}" = "--print-path" ]; then
   echo "$out"
@@ -69,7 +73,7 @@ checkout() {
   git --git-dir="$git" archive "$2" -- "${@:4}" | tar -x -C "$3"
 }
 
-work="$cache/build-$DRAGONFLY_VERSION-$key"
+work="$cache/build-$DRAGONFLY_VERSION-$srckey"
 src="$work/src" third="$work/third_party" build="$work/build"
 echo "==> Dragonfly $DRAGONFLY_VERSION from source in $work"
 # An interrupted build resumes: the sources stay as they were checked out (a fresh checkout
@@ -97,6 +101,12 @@ else
   done < "$tools/sources.txt"
   touch "$work/sources.done"
 fi
+# Our fixes for building with Debian 12's GCC 12 (tools/dragonfly/fixes), each applied once.
+for fix in "${fixes[@]}"; do
+  if ! patch --quiet -p1 -R -f --dry-run -d "$src" < "$fix" >/dev/null 2>&1; then
+    patch --quiet -p1 -d "$src" < "$fix"
+  fi
+done
 
 # shellcheck disable=SC2086 # the flag lists are meant to split into words
 cmake -G Ninja -S "$src" -B "$build" $DRAGONFLY_CMAKE_FLAGS $system_libs \

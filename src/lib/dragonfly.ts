@@ -10,21 +10,31 @@ import { hotstandbyCacheRoot } from './cacheroot.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TOOLS = path.join(REPO, 'tools', 'dragonfly');
-/** What scripts/build-dragonfly.sh hashes into the cache key, in this order. */
+/** What scripts/build-dragonfly.sh hashes into the cache key, in this order: then every fixes/*.patch, sorted. */
 const KEYED_FILES = ['versions.env', 'sources.txt', 'local-sources.patch'];
+
+function keyedFiles(): string[] {
+  let fixes: string[] = [];
+  try {
+    fixes = fs.readdirSync(path.join(TOOLS, 'fixes')).filter((f) => f.endsWith('.patch')).sort().map((f) => path.join('fixes', f));
+  } catch {
+    // no fixes directory: nothing more to hash
+  }
+  return [...KEYED_FILES, ...fixes];
+}
 
 export const DRAGONFLY_BUILD_HINT =
   'build it once with `bash scripts/build-dragonfly.sh` (from source, long: see README "Dragonfly")';
 
 /**
  * Where the build script puts (or has put) the binary:
- * <cache>/dragonfly/<version>-<first 12 hex of sha256(versions.env + sources.txt + local-sources.patch)>/dragonfly.
+ * <cache>/dragonfly/<version>-<first 12 hex of sha256(versions.env + sources.txt + local-sources.patch + fixes/*.patch)>/dragonfly.
  * Undefined when the tools/dragonfly files are not there (an installed package, not a checkout).
  */
 export function dragonflyBinaryPath(): string | undefined {
   const hash = createHash('sha256');
   let version: string | undefined;
-  for (const name of KEYED_FILES) {
+  for (const name of keyedFiles()) {
     let text: Buffer;
     try {
       text = fs.readFileSync(path.join(TOOLS, name));
