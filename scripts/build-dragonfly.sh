@@ -3,7 +3,7 @@
 # Dragonfly, its helio submodule and every third-party source its CMake would download are
 # taken from their git repositories at pinned refs (tools/dragonfly/versions.env, sources.txt);
 # tools/dragonfly/local-sources.patch points CMake at those local copies, so nothing is
-# downloaded at build time, and zstd, lz4 and xxhash come from Debian's -dev packages.
+# downloaded at build time, and lz4 and xxhash come from Debian's -dev packages.
 # The binary lands in a cache outside git, keyed by version and build flags:
 #   ${HOTSTANDBY_CACHE:-~/.cache/hotstandby}/dragonfly/<version>-<key>/dragonfly
 # A second run only checks the cache. The last line printed is the binary's path.
@@ -50,7 +50,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 debian_lib() { echo "/usr/lib/$(gcc -dumpmachine)/$1"; }
-system_libs="-DSYSTEM_LIB_zstd=$(debian_lib libzstd.a) -DSYSTEM_LIB_lz4=$(debian_lib liblz4.a) -DSYSTEM_LIB_xxhash=$(debian_lib libxxhash.a)"
+system_libs="-DSYSTEM_LIB_lz4=$(debian_lib liblz4.a) -DSYSTEM_LIB_xxhash=$(debian_lib libxxhash.a)"
 
 # repo <owner/name>: a git dir holding the repository, from the mirrors or cloned once.
 repo() {
