@@ -11,15 +11,19 @@ import { Redis } from 'ioredis';
 import type { AgentConfig } from './config.ts';
 import { LeaderElection, etcdFaultHandling, type ElectionEvent } from './election.ts';
 import { MemberRegistry } from './registry.ts';
-import { decideCandidacy } from './candidacy.ts';
+import { decideCandidacy, MASTER_DOWN_STATE } from './candidacy.ts';
 import { OpLog } from './oplog.ts';
 import { OpLogTailer } from './tailer.ts';
 import { SnapshotStore } from './snapshots.ts';
 import { DeleteEvents } from './deletes.ts';
 import { MetadataStore } from './metadata.ts';
 import { StatusBoard } from './status-board.ts';
+import { MasterSession } from './master-session.ts';
 import { snapshotWanted } from './snapshot-policy.ts';
 import { startLocalApi, type LocalApiServer } from './localapi/server.ts';
+import { startHealthServer, type HealthServer, type ProbeResult } from './health-server.ts';
+import { KubeClient } from './kube-client.ts';
+import { PodLabeler } from './pod-labeler.ts';
 import { BadRequestError, StoreUnavailableError, type LocalApiBackend, type StreamLine, type DeleteLine } from './localapi/backend.ts';
 import {
   FencedError,
@@ -30,8 +34,10 @@ import {
   type SnapshotDescriptor,
 } from './types.ts';
 import { clusterId, etcdKeys, streamKeys, type EtcdKeys } from '../lib/keys.ts';
+import { ETCD_GRPC_OPTIONS } from '../lib/grpc-options.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { sleep, waitFor, withTimeout } from '../lib/time.ts';
+import { credentialProblem, etcdCredentialOptions, loadStoreCredentials, redactUrl, redisCredentialOptions, urlHasPassword } from '../lib/storeclients.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -43,6 +49,10 @@ const STORE_CALL_TIMEOUT_MS = 2000;
 const SWITCHOVER_CATCHUP_TIMEOUT_MS = 10_000;
 /** How long a resolved-after-error append may take to find out whether it landed. */
 const AMBIGUOUS_APPEND_RESOLVE_MS = 3000;
+/** A new leader waits at most this long for the pod labels before accepting writes (they are fenced anyway). */
+const LEADER_LABEL_BOUND_MS = 2000;
+/** /healthz fails when the agent's periodic loop has not run for this long. */
+const LOOP_STALL_MS = 10_000;
 
 export interface SwitchoverRequest {
   target: string;
@@ -69,9 +79,8 @@ export class Agent implements LocalApiBackend {
   /** Aborted on close: ends streams, promotion waits and loops. */
   private readonly lifetime = new AbortController();
   private closing = false;
-  private lastMasterContact = 0;
-  /** Long-polls and log streams the master holds open: it is in contact all along. */
-  private openMasterCalls = 0;
+  /** Whether the master beside us is alive, and which process it is. */
+  private readonly master: MasterSession;
   private leaderLog: Logger;
   /** Appends in flight; a switchover waits for them before resigning. */
   private inflightAppends = 0;
@@ -80,6 +89,12 @@ export class Agent implements LocalApiBackend {
   private switchoverInProgress = false;
   private lastSnapshot: { seq: number; at: number } = { seq: 0, at: Date.now() };
   private logLength = 0;
+  /** Moves this pod's role label; undefined when pod labelling is off. */
+  private readonly labeler: PodLabeler | undefined;
+  private probes: HealthServer | undefined;
+  private lastTickAt = Date.now();
+  /** The stream server client reports why a connection failed (a refused password) only as an event. */
+  private lastRedisError = '';
 
   private constructor(config: AgentConfig, log: Logger) {
     this.config = config;
@@ -89,8 +104,10 @@ export class Agent implements LocalApiBackend {
     this.keys = etcdKeys(config.cluster);
     const sKeys = streamKeys(config.cluster);
     this.board = new StatusBoard(config.member);
-    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
+    const credentials = loadStoreCredentials(config, config.redisPassword);
+    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling(), ...etcdCredentialOptions(credentials.etcdTls), grpcOptions: ETCD_GRPC_OPTIONS });
     this.redis = new Redis(config.redisUrl, {
+      ...redisCredentialOptions(config.redisUrl, credentials),
       lazyConnect: true,
       connectTimeout: 3000,
       // Fail a command rather than queue it for ever: an append must answer
@@ -99,7 +116,10 @@ export class Agent implements LocalApiBackend {
       commandTimeout: 5000,
       retryStrategy: (times) => Math.min(times * 100, 1000),
     });
-    this.redis.on('error', (err: Error) => this.log.debug({ err: err.message }, 'stream server connection error'));
+    this.redis.on('error', (err: Error) => {
+      this.lastRedisError = err.message;
+      this.log.debug({ err: err.message }, 'stream server connection error');
+    });
     this.oplog = new OpLog({ redis: this.redis, keys: sKeys, maxLength: config.oplogMaxLength, log });
     this.snapshots = new SnapshotStore({
       redis: this.redis,
@@ -129,6 +149,15 @@ export class Agent implements LocalApiBackend {
       log,
       candidacy: () => this.candidacy(),
     });
+    if (config.kube) {
+      this.labeler = new PodLabeler({ client: new KubeClient(config.kube), clusterName: config.cluster.name, pod: config.member, log });
+    }
+    this.master = new MasterSession({
+      timeoutMs: config.masterLivenessTimeoutMs,
+      onGone: (silentForMs) => this.onMasterGone(silentForMs),
+      onNewInstance: (instance, previous) => this.onNewMasterInstance(instance, previous),
+      onBack: () => this.log.info({ instance: this.master.instance }, 'the master talks to the agent again'),
+    });
   }
 
   /** Connects to both stores (bounded), registers, serves the local API and joins the election. */
@@ -146,15 +175,22 @@ export class Agent implements LocalApiBackend {
         state: 'ok',
       });
       agent.api = await startLocalApi({ listen: config.apiListen, backend: agent, log });
+      if (config.healthListen) {
+        agent.probes = await startHealthServer({ listen: config.healthListen, log, checks: { live: () => agent.liveness(), ready: () => agent.readiness() } });
+      }
       agent.election.onEvent((event) => agent.onElectionEvent(event));
       await agent.refreshHead();
       const latest = await agent.snapshots.latest();
       if (latest) agent.lastSnapshot = { seq: latest.seq, at: Date.parse(latest.createdAt) || Date.now() };
       agent.setRole('standby');
+      agent.labeler?.standby();
       await agent.election.start();
       agent.watchSwitchover();
       agent.headTimer = setInterval(() => void agent.tick(), HEAD_POLL_MS);
-      log.info({ api: agent.api.address, address: config.address, leaseTtlSeconds: config.leaseTtlSeconds }, 'agent started');
+      log.info(
+        { api: agent.api.address, address: config.address, leaseTtlSeconds: config.leaseTtlSeconds, health: agent.probes?.address, podLabels: config.kube ? config.kube.server : 'off' },
+        'agent started',
+      );
       return agent;
     } catch (err) {
       await agent.close().catch(() => undefined);
@@ -164,40 +200,60 @@ export class Agent implements LocalApiBackend {
 
   private async connectStores(): Promise<void> {
     const deadline = 30_000;
+    const etcdWhere = `etcd at ${this.config.etcdEndpoints.join(',')} (--etcd)`;
+    let tlsFailure = '';
     await waitFor(
       async () => {
-        await withTimeout(this.etcd.get(this.keys.leader).string(), STORE_CALL_TIMEOUT_MS, 'etcd');
-        return true;
+        if (tlsFailure) return true; // stop polling; reported below
+        try {
+          await withTimeout(this.etcd.get(this.keys.leader).string(), STORE_CALL_TIMEOUT_MS, 'etcd');
+          return true;
+        } catch (err) {
+          // Wrong certificates do not heal by waiting: stop and say which settings to fix.
+          if (credentialProblem(err) === 'tls') tlsFailure = (err as Error).message;
+          throw err;
+        }
       },
-      { timeoutMs: deadline, intervalMs: 500, what: `etcd at ${this.config.etcdEndpoints.join(',')} (--etcd)` },
+      { timeoutMs: deadline, intervalMs: 500, what: etcdWhere },
     );
-    await withTimeout(this.redis.connect(), deadline, `the stream server at ${this.config.redisUrl} (--redis)`);
+    if (tlsFailure) {
+      throw new StoreCredentialsError(`${etcdWhere}: TLS failed (${tlsFailure}); check --etcd-ca-file, --etcd-cert-file and --etcd-key-file`);
+    }
+    const redisWhere = `the stream server at ${redactUrl(this.config.redisUrl)} (--redis)`;
+    try {
+      await withTimeout(this.redis.connect(), deadline, redisWhere);
+      await withTimeout(this.redis.ping(), STORE_CALL_TIMEOUT_MS, redisWhere);
+    } catch (err) {
+      const cause = credentialProblem(err) ? (err as Error).message : this.lastRedisError || (err as Error).message;
+      const problem = credentialProblem({ message: cause });
+      if (problem === 'password') {
+        const what = this.config.redisPassword === undefined && !urlHasPassword(this.config.redisUrl) ? 'requires a password' : 'refused the password';
+        throw new StoreCredentialsError(`${redisWhere} ${what} (${cause}); set it with --redis-password-file or HOTSTANDBY_REDIS_PASSWORD`);
+      }
+      if (problem === 'tls') throw new StoreCredentialsError(`${redisWhere}: TLS failed (${cause}); check --redis-ca-file and the rediss:// URL`);
+      throw new Error(`${redisWhere}: ${cause}`, { cause: err });
+    }
   }
 
   // ---------------------------------------------------------------- status
 
   status(): RoleStatus {
-    this.touchMaster();
     return this.board.get();
   }
 
   waitForStatusChange(afterVersion: number, timeoutMs: number, signal: AbortSignal): Promise<RoleStatus> {
-    this.touchMaster();
-    this.openMasterCalls++;
     const combined = AbortSignal.any([signal, this.lifetime.signal]);
-    return this.board.waitForChange(afterVersion, timeoutMs, combined).finally(() => {
-      this.openMasterCalls--;
-      this.touchMaster();
-    });
+    return this.board.waitForChange(afterVersion, timeoutMs, combined);
+  }
+
+  /** The local API calls this for every request from the master (see MasterSession). */
+  masterRequest(instance: string | undefined): (droppedPoll?: boolean) => void {
+    return this.master.begin(instance);
   }
 
   private setRole(role: RoleStatus['role'], extra: Partial<RoleStatus> = {}): void {
     this.board.update({ role, writable: role === 'leader', ...extra });
     this.registry.update({ role });
-  }
-
-  private touchMaster(): void {
-    this.lastMasterContact = Date.now();
   }
 
   async health(): Promise<{ etcd: 'ok' | 'down'; stream: 'ok' | 'down' }> {
@@ -218,11 +274,12 @@ export class Agent implements LocalApiBackend {
 
   private async candidacy(): Promise<{ eligible: boolean; delayMs: number; reason: string }> {
     if (this.closing) return { eligible: false, delayMs: 0, reason: 'shutting down' };
-    const silentFor = this.openMasterCalls > 0 ? 0 : Date.now() - this.lastMasterContact;
-    if (silentFor > this.config.masterContactTimeoutMs) {
+    if (!this.master.alive()) {
       // An agent whose master is gone must not lead: nobody would apply the log.
-      return { eligible: false, delayMs: 0, reason: `no contact from the master for ${silentFor} ms` };
+      return { eligible: false, delayMs: 0, reason: `the master is gone (no request from it for ${this.master.silentForMs()} ms)` };
     }
+    // Side by side: each is a round trip on the failover path.
+    const switchoverRead = this.readSwitchover().catch(() => undefined);
     let headSeq: number;
     try {
       headSeq = await withTimeout(this.oplog.headSeq(), STORE_CALL_TIMEOUT_MS, 'the log head');
@@ -230,7 +287,7 @@ export class Agent implements LocalApiBackend {
       return { eligible: false, delayMs: 0, reason: `cannot read the log head: ${(err as Error).message}` };
     }
     this.board.update({ headSeq });
-    const switchover = await this.readSwitchover().catch(() => undefined);
+    const switchover = await switchoverRead;
     return decideCandidacy({
       self: this.member,
       selfAppliedSeq: this.board.get().appliedSeq,
@@ -251,7 +308,9 @@ export class Agent implements LocalApiBackend {
         this.onLeaderChanged(event.leader);
         break;
       case 'elected':
-        void this.promote(event.epoch, event.record);
+        // The master may have gone during the rank delay: never promote for nobody.
+        if (!this.master.alive()) this.resignForMaster('elected while the master is gone');
+        else void this.promote(event.epoch, event.record);
         break;
       case 'deposed':
         this.onDeposed(event.epoch, event.reason);
@@ -294,6 +353,11 @@ export class Agent implements LocalApiBackend {
         },
         { timeoutMs: this.config.promotionTimeoutMs, intervalMs: 5, what: `the master to apply the log up to ${headSeq}`, signal: this.lifetime.signal },
       );
+      if (this.labeler) {
+        // Strip the leader label from every other pod, label ours; bounded, as writes are fenced anyway.
+        const labelled = await this.labeler.lead(() => this.election.holdsLeadership() && !this.closing, LEADER_LABEL_BOUND_MS);
+        if (!labelled) this.leaderLog.warn({ boundMs: LEADER_LABEL_BOUND_MS }, 'pod labels not set yet; accepting writes anyway and retrying in the background');
+      }
       if (!this.election.holdsLeadership() || this.board.get().role !== 'promoting') throw new Error('lost leadership while promoting');
       this.lastSnapshot = { seq: this.lastSnapshot.seq, at: Math.max(this.lastSnapshot.at, Date.now() - 1) };
       this.setRole('leader', { headSeq, appliedSeq: Math.max(this.board.get().appliedSeq, headSeq) });
@@ -303,7 +367,11 @@ export class Agent implements LocalApiBackend {
       if (this.closing) return;
       this.leaderLog.error({ err: (err as Error).message }, 'promotion failed; resigning');
       if (err instanceof FencedError) this.onDeposed(epoch, 'key-changed');
-      await this.election.resign({ holdOffMs: this.config.leaseTtlSeconds * 1000 }).catch(() => undefined);
+      // Hold off only after a promotion of our own that failed; a term already
+      // given up (the master went away, a new master instance) must not delay
+      // this member's next campaign: candidacy() decides when it may.
+      const holdOffMs = this.election.holdsLeadership() ? this.config.leaseTtlSeconds * 1000 : 0;
+      await this.election.resign({ holdOffMs }).catch(() => undefined);
     }
   }
 
@@ -313,13 +381,53 @@ export class Agent implements LocalApiBackend {
       this.leaderLog.warn({ reason, epoch }, 'no longer leading: writes stop now');
     }
     if (!this.closing) this.setRole('standby', { snapshotWanted: null, epoch: this.board.get().leader?.epoch === epoch ? 0 : this.board.get().epoch });
+    if (!this.closing) this.labeler?.standby();
     this.leaderLog = this.log;
+  }
+
+  // ---------------------------------------------------------------- the master's health
+
+  /**
+   * The master crashed or hangs without a request open: nobody applies the
+   * log here, so this member must not lead. A leader resigns at once (its
+   * lease is revoked, a caught-up standby takes over without waiting for the
+   * TTL); candidacy() keeps it from campaigning until the master is back.
+   */
+  private onMasterGone(silentForMs: number): void {
+    const role = this.board.get().role;
+    this.log.warn({ silentForMs, role, instance: this.master.instance, timeoutMs: this.config.masterLivenessTimeoutMs }, 'the master is gone');
+    this.registry.update({ state: MASTER_DOWN_STATE });
+    if (role === 'leader' || role === 'promoting') this.resignForMaster('the master is gone');
+  }
+
+  /**
+   * A new master process: its state is unknown until it acknowledges what it
+   * applied, so what the previous one applied no longer counts. When this
+   * member leads, it resigns rather than holding writes until the new master
+   * catches up: a standby is already caught up and takes over in
+   * milliseconds, while the new master may need a snapshot and a long replay;
+   * and no path can then tell the new master it is writable before it caught
+   * up (it follows the log as a standby, and promotion waits for its ack).
+   */
+  private onNewMasterInstance(instance: string | undefined, previous: string | undefined): void {
+    const s = this.board.get();
+    if (previous !== undefined || s.appliedSeq > 0) {
+      this.log.info({ instance: instance ?? null, previous: previous ?? null, role: s.role }, 'a new master instance: its applied sequence is unknown until it acknowledges');
+    }
+    this.board.update({ appliedSeq: 0, receivedSeq: 0 });
+    this.registry.update({ appliedSeq: 0, receivedSeq: 0 });
+    if (s.role === 'leader' || s.role === 'promoting') this.resignForMaster('a new master instance has not caught up');
+  }
+
+  private resignForMaster(why: string): void {
+    this.leaderLog.warn({ why }, 'resigning: the master cannot lead');
+    // No hold-off: candidacy() refuses while the master is absent or behind.
+    void this.election.resign({ holdOffMs: 0 }).catch(() => undefined);
   }
 
   // ---------------------------------------------------------------- log
 
   async append(entries: OpInput[]): Promise<{ epoch: number; firstSeq: number; lastSeq: number }> {
-    this.touchMaster();
     const status = this.board.get();
     if (status.role !== 'leader' || this.draining || !this.election.holdsLeadership()) {
       throw new NotLeaderError(status.role === 'leader' ? undefined : this.election.leader);
@@ -376,8 +484,6 @@ export class Agent implements LocalApiBackend {
   }
 
   async *streamEntries(fromSeq: number, signal: AbortSignal): AsyncIterable<StreamLine> {
-    this.touchMaster();
-    this.openMasterCalls++;
     const combined = AbortSignal.any([signal, this.lifetime.signal]);
     const tailer = new OpLogTailer({ redis: this.redis, keys: streamKeys(this.config.cluster), fromSeq, log: this.log });
     try {
@@ -389,7 +495,6 @@ export class Agent implements LocalApiBackend {
           if (combined.aborted) return;
           throw new StoreUnavailableError(`reading the log failed: ${(err as Error).message}`);
         }
-        this.touchMaster();
         if (event.type === 'entries') {
           for (const e of event.entries) {
             yield { type: 'entry', seq: e.seq, epoch: e.epoch, op: e.op, key: e.key, payload: e.payload };
@@ -411,14 +516,11 @@ export class Agent implements LocalApiBackend {
         }
       }
     } finally {
-      this.openMasterCalls--;
-      this.touchMaster();
       await tailer.close().catch(() => undefined);
     }
   }
 
   ackApplied(seq: number): void {
-    this.touchMaster();
     const s = this.board.get();
     const ceiling = Math.max(s.headSeq, s.receivedSeq);
     if (seq > ceiling) {
@@ -433,7 +535,6 @@ export class Agent implements LocalApiBackend {
   // ---------------------------------------------------------------- snapshots
 
   async putSnapshot(seq: number, data: Buffer): Promise<SnapshotDescriptor> {
-    this.touchMaster();
     const s = this.board.get();
     if (s.role !== 'leader' || !this.election.holdsLeadership()) throw new NotLeaderError(this.election.leader);
     if (seq > s.headSeq) throw new BadRequestError('seq', `seq ${seq} is above the log head ${s.headSeq}`);
@@ -450,7 +551,6 @@ export class Agent implements LocalApiBackend {
   }
 
   async getSnapshot(): Promise<{ descriptor: SnapshotDescriptor; data: Buffer } | undefined> {
-    this.touchMaster();
     const descriptor = await this.snapshots.latest();
     if (!descriptor) return undefined;
     return { descriptor, data: await this.snapshots.read(descriptor) };
@@ -484,6 +584,7 @@ export class Agent implements LocalApiBackend {
   /** Refreshes the head (lag) and, on the leader, the snapshot request. */
   private async tick(): Promise<void> {
     if (this.closing) return;
+    this.lastTickAt = Date.now();
     try {
       await this.refreshHead();
     } catch (err) {
@@ -494,7 +595,11 @@ export class Agent implements LocalApiBackend {
     this.registry.update({
       receivedSeq: s.receivedSeq,
       appliedSeq: s.appliedSeq,
-      state: s.role === 'leader' || s.headSeq - s.appliedSeq <= this.config.maxLagOnFailover ? 'ok' : 'lagging',
+      state: !this.master.alive()
+        ? MASTER_DOWN_STATE
+        : s.role === 'leader' || s.headSeq - s.appliedSeq <= this.config.maxLagOnFailover
+          ? 'ok'
+          : 'lagging',
     });
     if (s.role === 'leader' && !s.snapshotWanted) {
       const wanted = snapshotWanted({
@@ -625,6 +730,33 @@ export class Agent implements LocalApiBackend {
       .catch(() => undefined);
   }
 
+  // ---------------------------------------------------------------- kubelet probes (--health-listen)
+
+  /** /healthz: the process answers and its periodic loop runs. */
+  private liveness(): ProbeResult {
+    if (this.closing) return { ok: false, detail: 'stopping' };
+    const stalled = Date.now() - this.lastTickAt;
+    if (stalled > LOOP_STALL_MS) return { ok: false, detail: `the agent loop has not run for ${stalled} ms` };
+    return { ok: true, detail: `role ${this.board.get().role}` };
+  }
+
+  /** /readyz: our member key is in etcd (registered, lease alive) and the stream server answers. */
+  private async readiness(): Promise<ProbeResult> {
+    if (this.closing) return { ok: false, detail: 'stopping' };
+    const [member, stream] = await Promise.all([
+      withTimeout(this.etcd.get(this.keys.member(this.member)).string(), 800, 'etcd').then(
+        (v) => (v ? 'ok' : 'not registered'),
+        (err: Error) => `etcd: ${err.message}`,
+      ),
+      withTimeout(this.redis.ping(), 800, 'the stream server').then(
+        () => 'ok',
+        (err: Error) => `stream server: ${err.message}`,
+      ),
+    ]);
+    if (member !== 'ok' || stream !== 'ok') return { ok: false, detail: [member, stream].filter((s) => s !== 'ok').join('; ') };
+    return { ok: true, detail: `member ${this.member} registered; stores reachable` };
+  }
+
   // ---------------------------------------------------------------- shutdown
 
   /**
@@ -639,6 +771,7 @@ export class Agent implements LocalApiBackend {
     this.lifetime.abort(new Error('agent stopping'));
     this.board.releaseAll();
     if (this.headTimer) clearInterval(this.headTimer);
+    this.master.close();
     const step = async (what: string, fn: () => Promise<unknown> | undefined): Promise<void> => {
       try {
         await withTimeout(Promise.resolve(fn()), 5000, what);
@@ -646,9 +779,11 @@ export class Agent implements LocalApiBackend {
         this.log.warn({ err: (err as Error).message }, `shutdown: ${what} failed`);
       }
     };
+    await step('stopping the pod labeler', () => this.labeler?.close());
     await step('stopping the election', () => this.election.stop());
     if (wasLeading) this.log.info('resigned leadership on shutdown');
     await step('closing the local API', () => this.api?.close());
+    await step('closing the health endpoint', () => this.probes?.close());
     await step('cancelling the switchover watch', () => this.switchoverWatcher?.cancel());
     await step('leaving the member registry', () => this.registry.stop());
     await step('closing delete-event subscriptions', () => this.deletes.close());
@@ -657,6 +792,11 @@ export class Agent implements LocalApiBackend {
     this.etcd.close();
     this.log.info('agent stopped');
   }
+}
+
+/** The stores refused our credentials: retrying will not help. */
+class StoreCredentialsError extends Error {
+  override name = 'StoreCredentialsError';
 }
 
 function isConnectionError(err: unknown): boolean {

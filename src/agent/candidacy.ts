@@ -10,6 +10,12 @@ import type { AgentRole } from './types.ts';
 
 export const DEFAULT_CANDIDACY_STEP_MS = 250;
 /**
+ * The registry state of a member whose master is gone: it will not campaign
+ * (its agent refuses), so it must take no rank, or the best real candidate
+ * would wait a step for nothing.
+ */
+export const MASTER_DOWN_STATE = 'master-down';
+/**
  * While a planned switchover names another member, everyone else waits this
  * long (plus their rank delay) before campaigning: one default lease TTL, so
  * the target wins unless it is really gone, and then the others still take over.
@@ -21,6 +27,8 @@ export interface CandidacyMember {
   member: string;
   appliedSeq: number;
   role: AgentRole;
+  /** Registry state ("ok", "lagging", "master-down", ...); absent = "ok". */
+  state?: string;
 }
 
 export interface CandidacyInput {
@@ -74,12 +82,13 @@ export function decideCandidacy(input: CandidacyInput): CandidacyDecision {
   }
 
   // Rivals: other live members that would campaign too, i.e. in a campaigning
-  // role and within the lag limit. Someone who will not campaign must not
+  // role, with a live master, and within the lag limit. Someone who will not campaign must not
   // take a rank, or the best real candidate would wait for nothing.
   const rivals = input.members.filter(
     (m) =>
       m.member !== input.self &&
       CAMPAIGNING_ROLES.has(m.role) &&
+      m.state !== MASTER_DOWN_STATE &&
       lagOf(input.headSeq, m.appliedSeq) <= input.maxLagOnFailover,
   );
 

@@ -372,6 +372,10 @@ export class LeaderElection {
   private observed: { record: LeaderRecord; leaseId: string } | undefined;
   private lastAnnounced = identity(undefined);
   private campaignTask: Promise<void> | undefined;
+  /** Ends the running campaign's delay when a leader appears: its decision is stale by then. */
+  private campaignAbort: AbortController | undefined;
+  /** A campaign stood down for a leader that appeared: ask candidacy() afresh once it is done. */
+  private campaignAgain = false;
   /** Leases this process granted and has not given up: never treated as stale. */
   private readonly ownLeases = new Set<string>();
   /** Lease clean-ups still retrying; stop() waits for them (bounded). */
@@ -482,6 +486,7 @@ export class LeaderElection {
       void this.abandonLease(term.leaseId, term.log);
     }
     this.observed = kv ? { record: parseLeaderRecord(kv, this.log), leaseId: kv.lease } : undefined;
+    if (this.observed && this.observed.record.member !== this.opts.member) this.someoneElseLeads();
     this.announce();
     if (kv) {
       this.revokeIfStaleOwnKey(kv);
@@ -523,7 +528,32 @@ export class LeaderElection {
       .catch((err: Error) => this.log.error({ err: err.message }, 'campaign failed'))
       .finally(() => {
         this.campaignTask = undefined;
+        if (this.campaignAgain) {
+          this.campaignAgain = false;
+          // The key may have vanished again while the stale campaign wound down.
+          queueMicrotask(() => this.maybeCampaign());
+        }
       });
+  }
+
+  /**
+   * Another member holds the key. A campaign waiting out its delay decided on
+   * a picture that is gone (say, a switchover hold-off for a switchover that
+   * has happened): it stands down, and the next absence asks candidacy()
+   * afresh instead of sleeping on. A hold-off of ours has done its job too (it
+   * let someone else win): it ends, so this member may campaign at the next
+   * failover without waiting it out.
+   */
+  private someoneElseLeads(): void {
+    if (this.campaignAbort && !this.campaignAbort.signal.aborted) {
+      this.campaignAgain = true;
+      this.campaignAbort.abort();
+    }
+    if (this.holdOffUntil > 0) {
+      this.holdOffUntil = 0;
+      if (this.holdOffTimer) clearTimeout(this.holdOffTimer);
+      this.holdOffTimer = undefined;
+    }
   }
 
   private mayCampaignNow(): boolean {
@@ -555,10 +585,17 @@ export class LeaderElection {
     this.lastIneligibleReason = '';
     this.log.info({ delayMs: decision.delayMs, reason: decision.reason }, 'leader key absent; campaigning');
     if (decision.delayMs > 0) {
+      const abort = new AbortController();
+      this.campaignAbort = abort;
       try {
-        await sleep(decision.delayMs, this.lifetime.signal);
+        await sleep(decision.delayMs, AbortSignal.any([this.lifetime.signal, abort.signal]));
       } catch {
-        return; // stopped
+        if (abort.signal.aborted && !this.lifetime.signal.aborted) {
+          this.log.info({ leader: this.observed?.record.member ?? null }, 'stood down: a leader appeared during the candidacy delay');
+        }
+        return; // stopped, or a leader appeared
+      } finally {
+        if (this.campaignAbort === abort) this.campaignAbort = undefined;
       }
       if (!this.mayCampaignNow()) {
         this.log.info({ leader: this.observed?.record.member ?? null }, 'stood down: another member campaigned first, or we hold off');

@@ -8,67 +8,35 @@
 // `epochs` maps each raised epoch to the head at the moment it was raised, so
 // a standby can tell a continuation of its history from a different one.
 //
-// Every write is one Lua script, atomic on the server: an append checks the
-// epoch, assigns consecutive sequence numbers after `head`, XADDs each entry
-// with its crc32c, moves `head`, trims, and records the batch id. A stale
-// epoch appends nothing. Scripts name every key they touch in KEYS, which
-// Dragonfly requires.
+// Every write is one Lua script (src/agent/oplog-scripts.ts), atomic on the
+// server: an append checks the epoch, assigns consecutive sequence numbers
+// after `head`, XADDs each entry with its crc32c, moves `head`, trims, and
+// records the batch id. A stale epoch appends nothing. A batch too large for
+// one command is first pushed to a short-lived stage list in pieces; the same
+// script then appends it from there in one step, so it stays consecutive,
+// fenced and all-or-nothing.
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { crc32c } from '../lib/crc32c.ts';
 import type { StreamKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
+import { APPEND_LUA, LUA_ERR_PARTIAL, LuaScript, RAISE_EPOCH_LUA, replyErrorCode } from './oplog-scripts.ts';
 import { FencedError, entryChecksumInput, type OpInput } from './types.ts';
 
 /** How long the server remembers a batch id, to settle an append whose reply was lost. */
 const BATCH_MEMORY_MS = 120_000;
 
-// KEYS: epoch, head, log, batch   ARGV: writerEpoch, maxLength, batchMemoryMs, then op, key, payload, crc per entry.
-// Returns {first, last}; {0, currentEpoch} when fenced (currentEpoch 0: no epoch
-// stored, the server was wiped); {-1, message} when the first XADD failed (nothing written).
-const APPEND_LUA = `
-local cur = redis.call('GET', KEYS[1])
-if not cur then return {0, 0} end
-if tonumber(cur) ~= tonumber(ARGV[1]) then return {0, tonumber(cur)} end
-local head = tonumber(redis.call('GET', KEYS[2]) or '0')
-local n = (#ARGV - 3) / 4
-local i = 4
-for s = head + 1, head + n do
-  local r = redis.pcall('XADD', KEYS[3], string.format('%d-0', s), 'e', ARGV[1], 'o', ARGV[i], 'k', ARGV[i+1], 'p', ARGV[i+2], 'c', ARGV[i+3])
-  if type(r) == 'table' and r.err then
-    if s == head + 1 then return {-1, r.err} end
-    redis.call('SET', KEYS[2], s - 1)
-    return redis.error_reply('append stopped after seq ' .. (s - 1) .. ': ' .. r.err)
-  end
-  i = i + 4
-end
-redis.call('SET', KEYS[2], head + n)
-redis.call('XTRIM', KEYS[3], 'MAXLEN', '~', ARGV[2])
-redis.call('SET', KEYS[4], string.format('%d-%d', head + 1, head + n), 'PX', ARGV[3])
-return {head + 1, head + n}
-`;
-
-// KEYS: epoch, head, log, epochs   ARGV: epoch, minHead.
-// Never lowers the epoch. The head becomes the highest of: the stored head, the
-// stream's last entry, and minHead (what the new leader already applied), so a
-// sequence number is never handed out twice even after the server lost data.
-// Returns {epoch, head}, or {0, currentEpoch} when a newer epoch is stored.
-const RAISE_EPOCH_LUA = `
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local e = tonumber(ARGV[1])
-if cur > e then return {0, cur} end
-local head = tonumber(redis.call('GET', KEYS[2]) or '0')
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-if #last > 0 then
-  local s = tonumber(string.match(last[1][1], '^(%d+)'))
-  if s > head then head = s end
-end
-local minHead = tonumber(ARGV[2])
-if minHead > head then head = minHead end
-redis.call('SET', KEYS[1], e)
-redis.call('SET', KEYS[2], head)
-redis.call('HSETNX', KEYS[4], e, head)
-return {e, tonumber(redis.call('HGET', KEYS[4], e))}
-`;
+/**
+ * Dragonfly refuses a command with more arguments than this (its default
+ * --max_multi_bulk_len); redis-server allows far more.
+ */
+export const SERVER_MAX_ARGS = 65_536;
+/**
+ * Entries per command. An append of up to this many goes as one script call
+ * (4 arguments per entry plus 9, about an eighth of SERVER_MAX_ARGS); a larger
+ * one is staged in pieces of this size and committed by one script call.
+ */
+export const APPEND_ENTRIES_PER_COMMAND = 2048;
 
 export interface OpLogOptions {
   redis: Redis;
@@ -78,33 +46,18 @@ export interface OpLogOptions {
   log: Logger;
 }
 
-interface ScriptRunner {
-  evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-  eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-}
-
-/** Runs a Lua script by its SHA, loading it the first time the server does not know it. */
-export class LuaScript {
-  private readonly source: string;
-  private sha: string | undefined;
-  constructor(source: string) {
-    this.source = source;
-  }
-  async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
-    const runner = redis as unknown as ScriptRunner;
-    this.sha ??= (await redis.script('LOAD', this.source)) as string;
-    try {
-      return await runner.evalsha(this.sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      // A restarted or failed-over server forgets loaded scripts.
-      if (!/NOSCRIPT/.test((err as Error).message)) throw err;
-      return runner.eval(this.source, keys.length, ...keys, ...args);
-    }
-  }
-}
-
 const appendScript = new LuaScript(APPEND_LUA);
 const raiseEpochScript = new LuaScript(RAISE_EPOCH_LUA);
+
+/** op, key, payload, crc32c of ops[from..to), as the append script reads them. */
+function entryFields(ops: readonly OpInput[], from: number, to: number): (string | number)[] {
+  const out: (string | number)[] = [];
+  for (let i = from; i < to; i++) {
+    const op = ops[i]!;
+    out.push(op.op, op.key, op.payload, crc32c(entryChecksumInput(op)));
+  }
+  return out;
+}
 
 /** Parses the sequence number out of a stream ID `<seq>-<n>`. */
 export function seqOfId(id: string): number {
@@ -142,19 +95,31 @@ export class OpLog {
   }
 
   /**
-   * Appends a batch under `epoch`, all or nothing. Throws FencedError when the
-   * stored epoch differs (a newer leader exists, or the server was wiped and no
-   * leader has raised an epoch since).
+   * Appends a batch under `epoch`, all or nothing, at consecutive sequence
+   * numbers. Throws FencedError when the stored epoch differs (a newer leader
+   * exists, or the server was wiped and no leader has raised an epoch since).
    */
   async append(epoch: number, ops: readonly OpInput[], batchId: string): Promise<{ firstSeq: number; lastSeq: number }> {
     if (ops.length === 0) throw new Error('append needs at least one entry');
-    const args: (string | number)[] = [epoch, this.maxLength, BATCH_MEMORY_MS];
-    for (const op of ops) args.push(op.op, op.key, op.payload, crc32c(entryChecksumInput(op)));
     const k = this.keys;
-    const [first, second] = (await appendScript.run(this.redis, [k.epoch, k.head, k.log, k.batch(batchId)], args)) as [
-      number,
-      number | string,
-    ];
+    const head: (string | number)[] = [epoch, this.maxLength, BATCH_MEMORY_MS, ops.length];
+    let reply: [number, number | string];
+    try {
+      if (ops.length <= APPEND_ENTRIES_PER_COMMAND) {
+        reply = (await appendScript.run(this.redis, [k.epoch, k.head, k.log, k.batch(batchId)], [...head, ...entryFields(ops, 0, ops.length)])) as typeof reply;
+      } else {
+        const stage = k.batchStage(`${batchId}:${randomBytes(4).toString('hex')}`);
+        await this.stage(stage, ops);
+        // The script deletes the stage whatever it answers; this covers a failed call.
+        reply = (await appendScript
+          .run(this.redis, [k.epoch, k.head, k.log, k.batch(batchId), stage], head)
+          .finally(() => this.redis.del(stage).catch(() => undefined))) as typeof reply;
+      }
+    } catch (err) {
+      if (replyErrorCode(err) === LUA_ERR_PARTIAL) this.log.error({ err: (err as Error).message, batchId }, 'append stopped part way; the head covers only the entries written');
+      throw err;
+    }
+    const [first, second] = reply;
     if (first === 0) {
       const fenced = new FencedError(epoch, Number(second));
       if (second === 0) {
@@ -164,6 +129,21 @@ export class OpLog {
     }
     if (first === -1) throw new Error(`append refused by the stream server, nothing was appended: ${String(second)}`);
     return { firstSeq: first, lastSeq: Number(second) };
+  }
+
+  /** Pushes a large batch's fields to `stage` in commands of APPEND_ENTRIES_PER_COMMAND entries; it expires on its own if we die. */
+  private async stage(stage: string, ops: readonly OpInput[]): Promise<void> {
+    const pipeline = this.redis.pipeline();
+    for (let from = 0; from < ops.length; from += APPEND_ENTRIES_PER_COMMAND) {
+      pipeline.rpush(stage, ...entryFields(ops, from, Math.min(ops.length, from + APPEND_ENTRIES_PER_COMMAND)));
+    }
+    pipeline.pexpire(stage, BATCH_MEMORY_MS);
+    const results = (await pipeline.exec()) ?? [];
+    const failed = results.find(([err]) => err);
+    if (failed) {
+      await this.redis.del(stage).catch(() => undefined);
+      throw failed[0]!;
+    }
   }
 
   /** Where a batch landed, if it landed in the last two minutes; for an append whose reply was lost. */

@@ -1,5 +1,5 @@
 // The HotStandbyCluster CustomResourceDefinition, built from src/api/v1alpha1.ts.
-import { GROUP, KIND, PLURAL, PRINTER_COLUMNS, SHORT_NAMES, VERSION, hotStandbyClusterSpec, hotStandbyClusterStatus } from './v1alpha1.ts';
+import { GROUP, KIND, PLURAL, PRINTER_COLUMNS, ROOT_VALIDATIONS, SHORT_NAMES, VERSION, hotStandbyClusterSpec, hotStandbyClusterStatus } from './v1alpha1.ts';
 
 export const CRD_NAME = `${PLURAL}.${GROUP}`;
 
@@ -37,6 +37,7 @@ export function buildCrd(): Record<string, unknown> {
                 status: hotStandbyClusterStatus.json,
               },
               required: ['spec'],
+              'x-kubernetes-validations': ROOT_VALIDATIONS,
             },
           },
         },

@@ -76,7 +76,10 @@ export function intOrString(o: Common & { pattern?: string } = {}): Schema<numbe
   return make({ 'x-kubernetes-int-or-string': true, ...o });
 }
 
-export function arr<T>(items: Schema<T>, o: Common & Pick<JsonSchema, 'minItems' | 'maxItems' | 'x-kubernetes-list-type' | 'x-kubernetes-list-map-keys'> = {}): Schema<T[]> {
+export function arr<T>(
+  items: Schema<T>,
+  o: Common & Pick<JsonSchema, 'minItems' | 'maxItems' | 'x-kubernetes-list-type' | 'x-kubernetes-list-map-keys'> & { default?: T[] } = {},
+): Schema<T[]> {
   return make({ type: 'array', items: items.json, ...o });
 }
 
@@ -124,4 +127,20 @@ export function defaultsOf(properties: Record<string, JsonSchema>): Record<strin
     if (v.default !== undefined) out[k] = v.default;
   }
   return out;
+}
+
+/**
+ * A copy of `value` with the schema's defaults filled in, the way the API
+ * server defaults a structural schema: top down, a missing field with a
+ * default gets it, then defaults apply inside every field that is present.
+ */
+export function applyDefaults<T>(schema: JsonSchema, value: T): T {
+  if (Array.isArray(value)) return (schema.items ? value.map((v: unknown) => applyDefaults(schema.items!, v)) : structuredClone(value)) as T;
+  if (value === null || typeof value !== 'object' || !schema.properties) return structuredClone(value);
+  const out: Record<string, unknown> = { ...(value as Record<string, unknown>) };
+  for (const [key, prop] of Object.entries(schema.properties)) {
+    if (out[key] === undefined && prop.default !== undefined) out[key] = structuredClone(prop.default);
+    if (out[key] !== undefined) out[key] = applyDefaults(prop, out[key]);
+  }
+  return out as T;
 }

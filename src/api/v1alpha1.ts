@@ -2,13 +2,28 @@
 // The CRD (crds/, the chart's crds/) is generated from these schemas by
 // scripts/gen-crd.ts, and the TypeScript types below are inferred from them.
 // Every CEL rule's message names the field and says what to do.
-import { arr, bool, defaultsOf, int, intOrString, loose, obj, str, stringMap, type Infer } from './schema.ts';
+import { AGENT_DEFAULT_RESOURCES, DRAGONFLY_DEFAULT_IMAGE, DRAGONFLY_DEFAULT_MEMORY, ETCD_DEFAULT_IMAGE, MASTER_DEFAULT_PORTS } from './defaults.ts';
+import { arr, bool, defaultsOf, int, intOrString, loose, obj, str, stringMap, type CelRule, type Infer } from './schema.ts';
 
 export const GROUP = 'hotstandby.dev';
 export const VERSION = 'v1alpha1';
 export const KIND = 'HotStandbyCluster';
 export const PLURAL = 'hotstandbyclusters';
 export const SHORT_NAMES = ['hsc'];
+
+/**
+ * Longest HotStandbyCluster name: the managed Dragonfly StatefulSet is
+ * `<name>-dragonfly`, and a StatefulSet's pods carry the label
+ * `controller-revision-hash: <statefulset>-<10 chars>`, which must fit in 63.
+ */
+export const MAX_CLUSTER_NAME_LENGTH = 42;
+/** Rules on the whole object (metadata.name), checked by the API server; generated into the CRD's root schema. */
+export const ROOT_VALIDATIONS: CelRule[] = [
+  {
+    rule: `self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= ${MAX_CLUSTER_NAME_LENGTH}`,
+    message: `metadata.name must be at most ${MAX_CLUSTER_NAME_LENGTH} characters of lowercase letters, digits and '-', starting with a letter (the StatefulSets and Services are named after it); choose a shorter name`,
+  },
+];
 
 const quantity = (description: string) => intOrString({ description, pattern: '^[0-9]+(\\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$' });
 const image = (description: string) => str({ description, minLength: 1, maxLength: 512 });
@@ -18,7 +33,7 @@ const storage = obj(
     size: quantity('Size of the PersistentVolumeClaim, e.g. 10Gi.'),
     storageClassName: str({ description: 'StorageClass of the claim; the cluster default when omitted.', maxLength: 253 }),
   },
-  { description: 'Persistent storage; without it data lives in an emptyDir and does not survive a pod restart.' },
+  { required: ['size'], description: 'Persistent storage; without it data lives in an emptyDir and does not survive the pod (status.storage says so).' },
 );
 const secretKeyRef = obj(
   {
@@ -43,7 +58,12 @@ export const masterSpec = obj(
     command: arr(str(), { description: 'Entrypoint override.', maxItems: 64 }),
     args: arr(str(), { description: 'Arguments to the entrypoint.', maxItems: 256 }),
     env: arr(loose(), { description: 'Kubernetes EnvVar list for the master container.', maxItems: 256 }),
-    ports: arr(containerPort, { description: 'Ports the master serves.', maxItems: 16 }),
+    ports: arr(containerPort, {
+      description: 'Ports the master serves; the first is the address the agent publishes for its member. Default: one port 8080 named main.',
+      minItems: 1,
+      maxItems: 16,
+      default: MASTER_DEFAULT_PORTS,
+    }),
     resources,
     readinessProbe: loose({ description: 'Kubernetes Probe for the master container.' }),
     livenessProbe: loose({ description: 'Kubernetes Probe for the master container.' }),
@@ -55,8 +75,19 @@ export const agentSpec = obj(
   {
     image: image('Image of the agent; the operator image when omitted (one image serves both roles).'),
     logLevel: str({ enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const, default: 'info' }),
-    resources,
+    resources: loose({
+      description: `Kubernetes ResourceRequirements of the agent container. When omitted: requests cpu ${AGENT_DEFAULT_RESOURCES.requests.cpu}, memory ${AGENT_DEFAULT_RESOURCES.requests.memory}; limits memory ${AGENT_DEFAULT_RESOURCES.limits.memory}, no CPU limit (measured, see docs/footprint.md).`,
+    }),
     localApiPort: int({ description: 'Loopback port of the local API in the pod.', minimum: 1024, maximum: 65535, default: 7070 }),
+    masterLivenessTimeoutMs: int({
+      description:
+        'The master counts as gone after this many ms with no request open to its agent (a dropped role long-poll: a fifth of it); ' +
+        'a leader then resigns so a caught-up standby takes over, and a standby does not campaign. ' +
+        'The agent reads it as HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS.',
+      minimum: 100,
+      maximum: 600_000,
+      default: 500,
+    }),
   },
   { defaulted: true, description: 'The agent container beside every master.' },
 );
@@ -109,12 +140,20 @@ export const snapshotSpec = obj(
 
 const etcdManaged = obj(
   {
-    replicas: int({ description: 'etcd members: 1 (no fault tolerance), 3 or 5.', enum: [1, 3, 5] as const, default: 3 }),
-    image: image('etcd image.'),
+    replicas: int({ description: 'etcd members: 1 (no fault tolerance), 3 or 5. Fixed at creation.', enum: [1, 3, 5] as const, default: 3 }),
+    image: image(`etcd image; the operator's pinned ${ETCD_DEFAULT_IMAGE} when omitted.`),
     storage,
     resources,
   },
-  { description: 'The operator runs etcd for this cluster.' },
+  {
+    description: 'The operator runs etcd for this cluster.',
+    'x-kubernetes-validations': [
+      {
+        rule: 'self.replicas == oldSelf.replicas',
+        message: 'spec.etcd.managed.replicas cannot change after creation (the members were bootstrapped as one fixed cluster); create a new cluster with the size you need',
+      },
+    ],
+  },
 );
 
 export const etcdSpec = obj(
@@ -152,12 +191,22 @@ export const dragonflySpec = obj(
   {
     managed: obj(
       {
-        image: image('Dragonfly image.'),
-        memory: quantity('Memory for Dragonfly (--maxmemory and the container limit), e.g. 2Gi.'),
+        image: image(`Dragonfly image; the operator's pinned ${DRAGONFLY_DEFAULT_IMAGE} when omitted.`),
+        memory: quantity(
+          `Memory of the Dragonfly container (its request and limit), at least 320Mi; --maxmemory is 80% of it. Default: the memory limit in resources, else ${DRAGONFLY_DEFAULT_MEMORY}.`,
+        ),
         storage,
         resources,
       },
-      { description: 'The operator runs Dragonfly for this cluster.' },
+      {
+        description: 'The operator runs Dragonfly for this cluster.',
+        'x-kubernetes-validations': [
+          {
+            rule: "!has(self.memory) || quantity(string(self.memory)).compareTo(quantity('320Mi')) >= 0",
+            message: 'spec.dragonfly.managed.memory must be at least 320Mi (Dragonfly needs 256Mi of --maxmemory per thread, and --maxmemory is 80% of memory); raise it or omit it',
+          },
+        ],
+      },
     ),
     external: obj(
       {
@@ -233,6 +282,12 @@ export const hotStandbyClusterSpec = obj(
     service: serviceSpec,
     pod: podSpec,
     podDisruptionBudget: pdbSpec,
+    deletionPolicy: str({
+      description:
+        'What happens to the data volumes (PersistentVolumeClaims of managed etcd and Dragonfly) when the cluster is deleted: Retain keeps them, Delete removes them.',
+      enum: ['Retain', 'Delete'] as const,
+      default: 'Retain',
+    }),
   },
   {
     required: ['master'],
@@ -261,6 +316,8 @@ const condition = obj(
   },
   { required: ['type', 'status', 'lastTransitionTime', 'reason', 'message'] },
 );
+
+const storageKinds = ['PersistentVolumeClaim', 'EmptyDir', 'External'] as const;
 
 export const hotStandbyClusterStatus = obj({
   phase: str({ enum: ['Pending', 'Provisioning', 'Running', 'Degraded', 'Failed'] as const }),
@@ -293,6 +350,24 @@ export const hotStandbyClusterStatus = obj({
   }),
   lastFailover: obj({ time: str({ format: 'date-time' }), from: str(), to: str(), durationMs: int({ minimum: 0 }) }),
   failoverCount: int({ minimum: 0 }),
+  updatedReplicas: int({ minimum: 0, description: 'Master pods running the current pod template.' }),
+  storage: obj(
+    {
+      etcd: str({ enum: storageKinds, description: 'Where etcd keeps its data.' }),
+      dragonfly: str({ enum: storageKinds, description: 'Where Dragonfly keeps its snapshots.' }),
+    },
+    { description: 'PersistentVolumeClaim: survives pod restarts. EmptyDir: lost with the pod, not durable. External: a store you run.' },
+  ),
+  switchover: obj(
+    {
+      target: str({ description: 'The pod asked to lead, or any.' }),
+      requestedAt: str({ format: 'date-time' }),
+      result: str({ enum: ['Pending', 'Succeeded', 'Failed'] as const }),
+      message: str({ maxLength: 32768 }),
+      completedAt: str({ format: 'date-time' }),
+    },
+    { description: 'The latest planned switchover and how it ended.' },
+  ),
   conditions: arr(condition, { 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] }),
 });
 

@@ -1,11 +1,10 @@
 // The shape every `hotstandby <command>` implements. Each command lives in its
-// own file under commands/ and is listed once in commands/index.ts.
+// own file under commands/ and is listed once, with its one-line summary, in
+// commands/index.ts, which imports the file only when the command is used.
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 
 export interface Command {
   name: string;
-  /** One line for `hotstandby --help`. */
-  summary: string;
   /** Full text for `hotstandby <name> --help`: usage line, options, examples. */
   help: string;
   /** Runs the command; resolves to the process exit code. */

@@ -22,11 +22,13 @@ export async function main(argv: string[]): Promise<number> {
     console.log(usage());
     return 0;
   }
-  const command = commands.find((c) => c.name === name);
-  if (!command) {
+  const entry = commands.find((c) => c.name === name);
+  if (!entry) {
     console.error(`hotstandby: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
     return 2;
   }
+  // Only this command's module: every other command's code stays unloaded.
+  const command = await entry.load();
   if (wantsHelp(rest)) {
     console.log(command.help);
     return 0;

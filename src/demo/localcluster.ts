@@ -7,6 +7,8 @@
 //   const leader = await c.waitForLeader();      // a member whose master accepts writes
 //   c.kill(leader);                              // kill -9 agent and master
 //   await c.restart(leader);                     // comes back as a standby
+//   c.killMaster(leader);                        // kill -9 the master only; its agent runs on
+//   await c.restartMaster(leader);               // a new master process alone, as a kubelet would
 //   c.pauseAgent(m) / c.resumeAgent(m);          // SIGSTOP / SIGCONT the agent
 //   await c.requestSwitchover(target);
 //   await c.stop();                              // everything gone, bounded
@@ -17,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { ManagedProcess } from '../lib/childproc.ts';
 import { etcdKeys, type ClusterRef } from '../lib/keys.ts';
-import { startEtcd, startStreamServer, type LocalEtcd, type LocalStreamServer, type StreamServerKind } from '../lib/localstores.ts';
+import { startEtcd, startStreamServer, type LocalEtcd, type LocalStreamServer, type StartEtcdOptions, type StartStreamServerOptions, type StreamServerKind } from '../lib/localstores.ts';
 import { freePort, waitForPort } from '../lib/ports.ts';
 import { waitFor } from '../lib/time.ts';
 
@@ -33,6 +35,12 @@ export interface LocalClusterOptions {
   agentArgs?: string[];
   /** The stream server to run; default: chooseStreamServer() (Dragonfly when built). */
   streamServer?: StreamServerKind;
+  /** Member names (default kv-0, kv-1, ...); in Kubernetes tests, the pod names. Sets the count when given. */
+  memberNames?: string[];
+  /** Extra flags and environment for one member's agent, after agentArgs. */
+  memberAgent?: (name: string) => { args?: string[]; env?: Record<string, string> };
+  /** How to start the stores, e.g. etcd over TLS or Redis with a password (give the agents the credentials through agentArgs/memberAgent). */
+  stores?: { etcd?: Omit<StartEtcdOptions, 'workDir'>; redis?: Omit<StartStreamServerOptions, 'workDir' | 'kind'> };
 }
 
 export interface Member {
@@ -60,7 +68,7 @@ export class LocalCluster {
   readonly members: Member[] = [];
   readonly workDir: string;
   readonly ref: ClusterRef;
-  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster' | 'streamServer'>>;
+  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster' | 'streamServer' | 'memberNames' | 'memberAgent' | 'stores'>> & Pick<LocalClusterOptions, 'memberAgent'>;
 
   private constructor(etcd: LocalEtcd, redis: LocalStreamServer, workDir: string, ref: ClusterRef, opts: LocalCluster['opts']) {
     this.etcd = etcd;
@@ -76,19 +84,21 @@ export class LocalCluster {
       leaseTtlSeconds: options.leaseTtlSeconds ?? 5,
       logLevel: options.logLevel ?? 'info',
       agentArgs: options.agentArgs ?? [],
+      ...(options.memberAgent ? { memberAgent: options.memberAgent } : {}),
     };
+    const names = options.memberNames ?? Array.from({ length: opts.members }, (_, i) => `kv-${i}`);
     const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-cluster-'));
-    const etcd = await startEtcd({ workDir });
+    const etcd = await startEtcd({ ...options.stores?.etcd, workDir });
     let redis: LocalStreamServer;
     try {
-      redis = await startStreamServer({ workDir, ...(options.streamServer ? { kind: options.streamServer } : {}) });
+      redis = await startStreamServer({ ...options.stores?.redis, workDir, ...(options.streamServer ? { kind: options.streamServer } : {}) });
     } catch (err) {
       await etcd.stop();
       throw err;
     }
     const cluster = new LocalCluster(etcd, redis, workDir, options.cluster ?? { namespace: 'demo', name: 'kv' }, opts);
     try {
-      for (let i = 0; i < opts.members; i++) cluster.members.push(await cluster.startMember(`kv-${i}`));
+      for (const name of names) cluster.members.push(await cluster.startMember(name));
       await Promise.all(cluster.members.map((m) => cluster.waitUntilServing(m)));
     } catch (err) {
       await cluster.stop();
@@ -97,12 +107,24 @@ export class LocalCluster {
     return cluster;
   }
 
+  private masterProcess(name: string, kvAddress: string, agentApi: string): ManagedProcess {
+    return new ManagedProcess({
+      name: `${name}-kvmaster`,
+      command: process.execPath,
+      args: [BIN, 'kvmaster', '--listen', kvAddress, '--agent-api', agentApi, '--log-level', this.opts.logLevel],
+      // Appended to across restarts, so a test can read the whole story.
+      logFile: path.join(this.workDir, `${name}-kvmaster.log`),
+      env: { ...process.env, HOTSTANDBY_LOG_LEVEL: this.opts.logLevel },
+    });
+  }
+
   private async startMember(name: string, ports?: { kv: number; api: number }): Promise<Member> {
     const kv = ports?.kv ?? (await freePort());
     const api = ports?.api ?? (await freePort());
     const kvAddress = `127.0.0.1:${kv}`;
     const agentApi = `127.0.0.1:${api}`;
     const env = { ...process.env, HOTSTANDBY_LOG_LEVEL: this.opts.logLevel };
+    const own = this.opts.memberAgent?.(name) ?? {};
     const agent = new ManagedProcess({
       name: `${name}-agent`,
       command: process.execPath,
@@ -117,17 +139,12 @@ export class LocalCluster {
         '--lease-ttl', String(this.opts.leaseTtlSeconds),
         '--log-level', this.opts.logLevel,
         ...this.opts.agentArgs,
+        ...(own.args ?? []),
       ],
       logFile: path.join(this.workDir, `${name}-agent.log`),
-      env,
+      env: { ...env, ...own.env },
     });
-    const master = new ManagedProcess({
-      name: `${name}-kvmaster`,
-      command: process.execPath,
-      args: [BIN, 'kvmaster', '--listen', kvAddress, '--agent-api', agentApi, '--log-level', this.opts.logLevel],
-      logFile: path.join(this.workDir, `${name}-kvmaster.log`),
-      env,
-    });
+    const master = this.masterProcess(name, kvAddress, agentApi);
     return { name, kvAddress, agentApi, agent, master };
   }
 
@@ -193,6 +210,21 @@ export class LocalCluster {
     m.agent = fresh.agent;
     m.master = fresh.master;
     await this.waitUntilServing(m);
+  }
+
+  /** kill -9 of the member's master only; its agent keeps running (a container crash in a pod). */
+  killMaster(m: Member): void {
+    m.master.killNow('SIGKILL');
+  }
+
+  /** Starts a new master process beside the running agent, on the same port (a kubelet restarting the container). */
+  async restartMaster(m: Member): Promise<void> {
+    await m.master.stop();
+    m.master = this.masterProcess(m.name, m.kvAddress, m.agentApi);
+    const port = Number(m.kvAddress.slice(m.kvAddress.lastIndexOf(':') + 1));
+    if (!(await waitForPort(port, 30_000).catch(() => false))) {
+      throw new Error(`${m.master.name} did not start listening on ${m.kvAddress} within 30 s. Its log (${m.master.logFile}) ends with:\n${m.master.tail(30)}`);
+    }
   }
 
   pauseAgent(m: Member): void {

@@ -15,6 +15,8 @@ export interface DemoOptions {
   /** Stop after this many failovers; undefined = until the signal aborts. */
   failovers?: number;
   switchovers: number;
+  /** Then this many kill -9 of the leader's master alone (its agent runs on); default 0. */
+  masterCrashes?: number;
   rate: number;
   /** Default: chooseStreamServer() (Dragonfly when built, else redis-server; HOTSTANDBY_STREAM_SERVER forces one). */
   streamServer?: StreamServerKind;
@@ -32,11 +34,12 @@ export interface DemoSummary {
   lostWrites: number;
   failoverMs: Stats | null;
   switchoverMs: Stats | null;
+  masterCrashMs: Stats | null;
   leaseTtlSeconds: number;
   members: number;
   streamServer: StreamServerKind;
   /** Every run's duration, in order, for plots. */
-  runs: { failoverMs: number[]; switchoverMs: number[] };
+  runs: { failoverMs: number[]; switchoverMs: number[]; masterCrashMs: number[] };
 }
 
 interface Stats {
@@ -65,6 +68,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const load = new WriteLoad({ members: () => cluster.members, rate: opts.rate });
   const failoverMs: number[] = [];
   const switchoverMs: number[] = [];
+  const masterCrashMs: number[] = [];
   let lostWrites = 0;
   const statuses = new Map<Member, MasterStatus | undefined>();
   let view: NodeJS.Timeout | undefined;
@@ -139,6 +143,25 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       note(`switchover ${i + 1}: ${leader.name} → ${target.name}, first write acknowledged ${Math.round(ms)} ms after the request`);
       await verify();
     }
+    for (let i = 0; i < (opts.masterCrashes ?? 0); i++) {
+      await sleep(opts.intervalSeconds * 1000, opts.signal);
+      const victim = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+      const t0 = performance.now();
+      cluster.killMaster(victim);
+      note(`kill -9 ${victim.name}'s master (leader; its agent runs on)`);
+      const ms = await firstAckAfter(t0, (m) => m !== victim);
+      masterCrashMs.push(ms);
+      const next = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+      note(`master crash ${i + 1}: ${next.name} leads, first write acknowledged ${Math.round(ms)} ms after the kill`);
+      await cluster.restartMaster(victim);
+      await verify();
+      // Caught up again before the next run, so every run starts from three live members.
+      const head = (await cluster.masterStatus(next))?.appliedSeq ?? 0;
+      await waitFor(async () => ((await cluster.masterStatus(victim))?.appliedSeq ?? 0) >= head, {
+        timeoutMs: STEP_TIMEOUT_MS,
+        what: `${victim.name}'s new master to catch up`,
+      });
+    }
   } catch (err) {
     if (!opts.signal.aborted) throw err;
   } finally {
@@ -162,10 +185,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     lostWrites,
     failoverMs: stats(failoverMs),
     switchoverMs: stats(switchoverMs),
+    masterCrashMs: stats(masterCrashMs),
     leaseTtlSeconds: opts.leaseTtlSeconds,
     members: opts.members,
     streamServer,
-    runs: { failoverMs: failoverMs.map(Math.round), switchoverMs: switchoverMs.map(Math.round) },
+    runs: { failoverMs: failoverMs.map(Math.round), switchoverMs: switchoverMs.map(Math.round), masterCrashMs: masterCrashMs.map(Math.round) },
   };
 }
 

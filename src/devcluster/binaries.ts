@@ -64,3 +64,33 @@ export function requireBinaries(): ControlPlaneBinaries {
   if (missing.length > 0) throw new ControlPlaneNotBuiltError(missing);
   return paths;
 }
+
+/** The real node's binaries (`dev-cluster up --real-node`), built by the same script. */
+export interface NodeBinaries {
+  kubelet: string;
+  kubeProxy: string;
+  coredns: string;
+  pause: string;
+}
+
+export function nodeBinaryPaths(): NodeBinaries {
+  const v = readVersions();
+  const at = (module: string, version: string | undefined, binary: string): string => {
+    if (!version) throw new Error(`${VERSIONS_FILE} does not name a version for ${module}`);
+    return path.join(cacheDir(), `${module}-${version}`, binary);
+  };
+  return {
+    kubelet: at('kubernetes', v.KUBERNETES_VERSION, 'kubelet'),
+    kubeProxy: at('kubernetes', v.KUBERNETES_VERSION, 'kube-proxy'),
+    coredns: at('coredns', v.COREDNS_VERSION, 'coredns'),
+    pause: at('pause', 'v1', 'pause'),
+  };
+}
+
+/** The real node's binaries, or ControlPlaneNotBuiltError naming the missing ones and the fix. */
+export function requireNodeBinaries(): NodeBinaries {
+  const paths = nodeBinaryPaths();
+  const missing = Object.values(paths).filter((p) => !fs.existsSync(p));
+  if (missing.length > 0) throw new ControlPlaneNotBuiltError(missing);
+  return paths;
+}

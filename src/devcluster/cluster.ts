@@ -13,20 +13,30 @@ import { ManagedProcess } from '../lib/childproc.ts';
 import { startEtcd, type LocalEtcd } from '../lib/localstores.ts';
 import { freePort } from '../lib/ports.ts';
 import { waitFor } from '../lib/time.ts';
-import { requireBinaries, type ControlPlaneBinaries } from './binaries.ts';
+import { requireBinaries, requireNodeBinaries, type ControlPlaneBinaries } from './binaries.ts';
 import { makePki } from './pki.ts';
 import { KWOK_STAGES } from './kwok-stages.ts';
+import { Made } from './made.ts';
+import { mountsUnder } from './cleanup.ts';
+import { NODE_NETWORK, SERVICE_CIDR, cleanupNode, kubeletClientCert, prepareNodeNetwork, startRealNode, type RealNode } from './realnode.ts';
 
 const run = promisify(execFile);
 
 export const FAKE_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
-const SERVICE_CIDR = '10.96.0.0/16';
+/** The file in the work directory that records what the real node made (made.ts). */
+export const REAL_NODE_RECORD = 'realnode-made.json';
 const READY_TIMEOUT_MS = 120_000;
 
 export interface DevClusterOptions {
   workDir?: string;
-  /** Fake nodes kwok manages (default 2). */
+  /** Fake nodes kwok manages (default 2; 0 with realNode). */
   nodes?: number;
+  /**
+   * Also run a real node (realnode.ts): containerd, runc, a kubelet, kube-proxy
+   * and CoreDNS, so pods really run. Needs root; one per machine. The API server
+   * then listens on the pods' bridge gateway instead of 127.0.0.1, so pods reach it.
+   */
+  realNode?: boolean;
   /** Called with a line per step, for progress. */
   progress?: (line: string) => void;
 }
@@ -38,6 +48,8 @@ export interface DevCluster {
   readonly server: string;
   readonly binaries: ControlPlaneBinaries;
   readonly processes: ManagedProcess[];
+  /** The real node, when started with realNode. */
+  readonly node?: RealNode;
   /** Runs the built kubectl against this cluster; rejects with stderr on a non-zero exit. */
   kubectl(args: string[], opts?: { input?: string; timeoutMs?: number }): Promise<string>;
   /** Stops every process (bounded) and removes the work directory. */
@@ -46,25 +58,36 @@ export interface DevCluster {
 
 export async function startDevCluster(opts: DevClusterOptions = {}): Promise<DevCluster> {
   const binaries = requireBinaries();
+  const nodeBinaries = opts.realNode ? requireNodeBinaries() : undefined;
   const progress = opts.progress ?? (() => undefined);
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-kube-'));
   fs.mkdirSync(workDir, { recursive: true });
   const processes: ManagedProcess[] = [];
   let etcd: LocalEtcd | undefined;
+  const made = opts.realNode ? new Made(path.join(workDir, REAL_NODE_RECORD)) : undefined;
+  const host = opts.realNode ? NODE_NETWORK.gateway : '127.0.0.1';
   const stop = async (): Promise<void> => {
+    // The node first, in its own order (kubelet, containers, containerd, then the machine's state).
+    let nodeError: unknown;
+    if (made) await cleanupNode(made, progress).catch((err: unknown) => (nodeError = err));
     await Promise.allSettled(processes.reverse().map((p) => p.stop(5000)));
     await etcd?.stop();
+    if (nodeError) throw nodeError;
+    const mounted = mountsUnder([workDir]);
+    if (mounted.length > 0) throw new Error(`not removing ${workDir}: still mounted there: ${mounted.join(', ')}`);
     fs.rmSync(workDir, { recursive: true, force: true });
   };
   try {
+    if (made) await prepareNodeNetwork(made, progress);
     progress('etcd');
     etcd = await startEtcd({ workDir, binary: binaries.etcd, name: 'kube-etcd' });
-    const pki = makePki(path.join(workDir, 'pki'));
+    const pki = makePki(path.join(workDir, 'pki'), opts.realNode ? [host] : []);
+    const kubeletClient = opts.realNode ? kubeletClientCert(pki, workDir) : undefined;
     const token = randomBytes(24).toString('hex');
     const tokenFile = path.join(workDir, 'pki', 'tokens.csv');
     fs.writeFileSync(tokenFile, `${token},admin,admin,"system:masters"\n`, { mode: 0o600 });
     const apiPort = await freePort();
-    const server = `https://127.0.0.1:${apiPort}`;
+    const server = `https://${host}:${apiPort}`;
     const kubeconfig = path.join(workDir, 'kubeconfig');
     fs.writeFileSync(kubeconfig, kubeconfigYaml(server, fs.readFileSync(pki.caCert), token), { mode: 0o600 });
     const spawn = (name: string, command: string, args: string[]): ManagedProcess => {
@@ -76,8 +99,8 @@ export async function startDevCluster(opts: DevClusterOptions = {}): Promise<Dev
     progress('kube-apiserver');
     const apiserver = spawn('kube-apiserver', binaries.kubeApiserver, [
       `--etcd-servers=${etcd.endpoint}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${host}`,
+      `--advertise-address=${host}`,
       `--secure-port=${apiPort}`,
       `--tls-cert-file=${pki.servingCert}`,
       `--tls-private-key-file=${pki.servingKey}`,
@@ -90,8 +113,12 @@ export async function startDevCluster(opts: DevClusterOptions = {}): Promise<Dev
       `--service-cluster-ip-range=${SERVICE_CIDR}`,
       '--allow-privileged=true',
       '--profiling=false',
-      // The endpoint reconciler refuses a loopback address; nothing in-cluster dials the apiserver's Service here.
-      '--endpoint-reconciler-type=none',
+      ...(kubeletClient
+        ? // Pods reach the API server through the kubernetes Service (its endpoint is the bridge gateway);
+          // logs and exec reach the kubelet with a client certificate it trusts.
+          [`--kubelet-client-certificate=${kubeletClient.cert}`, `--kubelet-client-key=${kubeletClient.key}`, '--kubelet-preferred-address-types=InternalIP']
+        : // The endpoint reconciler refuses a loopback address; nothing in-cluster dials the apiserver's Service here.
+          ['--endpoint-reconciler-type=none']),
       `--cert-dir=${path.join(workDir, 'pki')}`,
     ]);
     const kubectl = async (args: string[], o: { input?: string; timeoutMs?: number } = {}): Promise<string> => {
@@ -115,7 +142,7 @@ export async function startDevCluster(opts: DevClusterOptions = {}): Promise<Dev
       }),
     );
 
-    progress('kube-controller-manager, kube-scheduler, kwok');
+    progress(opts.realNode ? 'kube-controller-manager, kube-scheduler' : 'kube-controller-manager, kube-scheduler, kwok');
     const kcm = spawn('kube-controller-manager', binaries.kubeControllerManager, [
       `--kubeconfig=${kubeconfig}`,
       `--authentication-kubeconfig=${kubeconfig}`,
@@ -137,9 +164,10 @@ export async function startDevCluster(opts: DevClusterOptions = {}): Promise<Dev
       `--secure-port=${await freePort()}`,
       '--leader-elect=false',
     ]);
+    const nodes = opts.nodes ?? (opts.realNode ? 0 : 2);
     const stagesFile = path.join(workDir, 'kwok-stages.yaml');
     fs.writeFileSync(stagesFile, KWOK_STAGES);
-    spawn('kwok', binaries.kwok, [
+    if (nodes > 0) spawn('kwok', binaries.kwok, [
       `--kubeconfig=${kubeconfig}`,
       `--config=${stagesFile}`,
       '--node-lease-duration-seconds=40',
@@ -149,8 +177,7 @@ export async function startDevCluster(opts: DevClusterOptions = {}): Promise<Dev
       '--cidr=10.244.0.0/16',
       '--node-ip=127.0.0.1',
     ]);
-    const nodes = opts.nodes ?? 2;
-    await kubectl(['apply', '-f', '-'], { input: Array.from({ length: nodes }, (_, i) => fakeNodeYaml(`kwok-node-${i}`)).join('---\n') });
+    if (nodes > 0) await kubectl(['apply', '-f', '-'], { input: Array.from({ length: nodes }, (_, i) => fakeNodeYaml(`kwok-node-${i}`)).join('---\n') });
 
     progress('waiting for nodes Ready and the default service account');
     await untilOneExits(processes, waitFor(
@@ -161,10 +188,26 @@ export async function startDevCluster(opts: DevClusterOptions = {}): Promise<Dev
       },
       { timeoutMs: READY_TIMEOUT_MS, intervalMs: 500, what: `${nodes} kwok nodes Ready and the default ServiceAccount (kube-controller-manager log: ${kcm.logFile})` },
     ));
+    let node: RealNode | undefined;
+    if (made && nodeBinaries) {
+      node = await startRealNode({
+        workDir,
+        made,
+        binaries: nodeBinaries,
+        pki,
+        server,
+        kubeconfig,
+        kubectl: (args) => kubectl(args, { timeoutMs: 10_000 }),
+        progress,
+        spawn: (name, command, args) => spawn(name, command, args),
+        untilOneExits: (work) => untilOneExits(processes, work),
+      });
+    }
     progress(`ready: ${server}`);
-    return { workDir, kubeconfig, server, binaries, processes, kubectl, stop };
+    return { workDir, kubeconfig, server, binaries, processes, ...(node ? { node } : {}), kubectl, stop };
   } catch (err) {
-    await stop();
+    // What cannot be undone stays recorded (realnode-made.json) for `dev-cluster down`; the start's error is the one to see.
+    await stop().catch((stopErr: unknown) => progress(`cleaning up after the failed start: ${(stopErr as Error).message}`));
     throw err;
   }
 }

@@ -45,11 +45,22 @@ export class AgentClient {
   private readonly target: ReturnType<typeof target>;
   private readonly pool = new http.Agent({ keepAlive: true, maxSockets: 16 });
   private readonly timeoutMs: number;
+  /** Sent as X-Master-Instance on every request: tells the agent this process from an earlier one. */
+  readonly instance: string | undefined;
 
-  constructor(address: string, opts: { timeoutMs?: number } = {}) {
+  /**
+   * `instance`: a name new each time the master process starts (the agent
+   * then knows a restarted master has to catch up before it may write).
+   */
+  constructor(address: string, opts: { timeoutMs?: number; instance?: string } = {}) {
     this.address = address;
     this.target = target(address);
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.instance = opts.instance;
+  }
+
+  private headers(): http.OutgoingHttpHeaders {
+    return this.instance === undefined ? {} : { 'x-master-instance': this.instance };
   }
 
   role(after?: number, timeoutMs = 30_000): Promise<RoleStatus> {
@@ -83,7 +94,7 @@ export class AgentClient {
    */
   async *stream(from: number, signal: AbortSignal): AsyncGenerator<StreamLine> {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = http.request({ ...this.target, agent: this.pool, method: 'GET', path: `/v1/log/stream?from=${from}`, signal }, resolve);
+      const req = http.request({ ...this.target, agent: this.pool, method: 'GET', path: `/v1/log/stream?from=${from}`, headers: this.headers(), signal }, resolve);
       // No answer to the request itself in time: the agent is stuck or gone.
       req.setTimeout(this.timeoutMs, () => req.destroy(new Error(`no answer from the agent at ${this.address} in ${this.timeoutMs} ms`)));
       req.on('error', reject);
@@ -130,7 +141,7 @@ export class AgentClient {
 
   private request(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
-    const headers: http.OutgoingHttpHeaders = {};
+    const headers: http.OutgoingHttpHeaders = this.headers();
     if (payload) {
       headers['content-type'] = Buffer.isBuffer(body) ? 'application/octet-stream' : 'application/json';
       headers['content-length'] = payload.length;

@@ -11,6 +11,7 @@
 // Exactly one of the two modes touches the state at any moment: the follower
 // runs only while the master is not writable and no append is in flight.
 import http from 'node:http';
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { RoleStatus } from '../agent/types.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
@@ -43,14 +44,23 @@ interface PendingWrite {
   reject(err: Error): void;
 }
 
-/** A client write refused without being applied; `status` is the HTTP answer. */
+/** How long a client should wait before retrying a 503 (Retry-After, seconds). */
+const RETRY_AFTER_SECONDS = 1;
+
+/**
+ * A client request refused without being applied; `status` is the HTTP answer.
+ * 409 `not_leader` names the leader when one is known; 503 (`catching_up`,
+ * `unavailable`) means "retry shortly" (Retry-After).
+ */
 class WriteRefused extends Error {
   readonly status: number;
   readonly leader: string | undefined;
-  constructor(status: number, message: string, leader?: string) {
+  readonly code: string;
+  constructor(status: number, message: string, leader?: string, code?: string) {
     super(message);
     this.status = status;
     this.leader = leader;
+    this.code = code ?? (status === 409 ? 'not_leader' : 'unavailable');
   }
 }
 
@@ -72,12 +82,16 @@ export class KvMaster {
   private ackTimer: NodeJS.Timeout | undefined;
   private ackedSeq = 0;
   private snapshotting = false;
+  /** Between the agent saying writable and this master being ready to write (stop following, catch up). */
+  private enteringWriteMode = false;
   private roleLoopDone: Promise<void> = Promise.resolve();
+  /** New for every process: the agent tells a restarted master from the one before (X-Master-Instance). */
+  readonly instance = randomUUID();
 
   constructor(opts: KvMasterOptions) {
     this.opts = opts;
-    this.log = opts.log ?? createLogger({ component: 'kvmaster' });
-    this.client = new AgentClient(opts.agentApi);
+    this.log = (opts.log ?? createLogger({ component: 'kvmaster' })).child({ instance: this.instance });
+    this.client = new AgentClient(opts.agentApi, { instance: this.instance });
     this.server = http.createServer((req, res) => void this.handle(req, res));
   }
 
@@ -100,21 +114,34 @@ export class KvMaster {
 
   // ---------------------------------------------------------------- role
 
-  /** Long-polls the agent's role and switches modes on every change. */
+  /**
+   * Long-polls the agent's role and switches modes on every change. The poll
+   * is re-issued at once after every answer: while it is open the agent knows
+   * this master is alive (docs/local-api.md, "Master liveness"), so nothing
+   * slow runs between two polls.
+   */
   private async roleLoop(): Promise<void> {
     let version: number | undefined;
+    let lastError = '';
+    let failures = 0;
     while (!this.closed) {
       let s: RoleStatus;
       try {
         s = await this.client.role(version, 30_000);
       } catch (err) {
         if (this.closed) return;
-        this.log.warn({ err: (err as Error).message }, 'cannot reach the agent; not writable until it answers');
+        const message = (err as Error).message;
+        if (message !== lastError) this.log.warn({ err: message }, 'cannot reach the agent; not writable until it answers');
+        lastError = message;
         this.stopWrites('the agent cannot be reached');
-        await sleep(500, this.lifetime.signal).catch(() => undefined);
+        // At once the first time (a lost connection), then briefly: the agent
+        // counts a master without a poll open as gone after its liveness timeout.
+        if (failures++ > 0) await sleep(100, this.lifetime.signal).catch(() => undefined);
         version = undefined;
         continue;
       }
+      lastError = '';
+      failures = 0;
       version = s.version;
       await this.onStatus(s);
     }
@@ -126,17 +153,42 @@ export class KvMaster {
     if (was?.role !== s.role || was?.epoch !== s.epoch) {
       this.log.info({ role: s.role, epoch: s.epoch, appliedSeq: this.store.appliedSeq, headSeq: s.headSeq }, 'agent role');
     }
-    if (s.writable && !this.writable) {
+    if (s.writable && !this.writable && !this.enteringWriteMode) {
       // Promotion: the agent made us writable only after we acked its head.
-      await this.stopFollower();
-      if (this.closed || !this.status?.writable) return;
-      this.writable = true;
-      this.log.info({ epoch: s.epoch, appliedSeq: this.store.appliedSeq }, 'leading: accepting writes');
+      this.enteringWriteMode = true;
+      try {
+        await this.enterWriteMode(s);
+      } finally {
+        this.enteringWriteMode = false;
+      }
     } else if (!s.writable) {
       this.stopWrites(`this member is ${s.role}`);
     }
     if (!this.writable && !this.follower && s.role !== 'stopping') this.startFollower();
-    if (this.writable && s.snapshotWanted && !this.snapshotting) void this.takeSnapshot();
+    if (this.writable && s.snapshotWanted && !this.snapshotting) {
+      // After the next role poll is sent: serializing a big map blocks this process.
+      this.snapshotting = true;
+      setImmediate(() => void this.takeSnapshot());
+    }
+  }
+
+  /** Stops following, makes sure the state reaches the head the agent named, then takes writes. */
+  private async enterWriteMode(s: RoleStatus): Promise<void> {
+    await this.stopFollower();
+    if (this.closed || !this.status?.writable) return;
+    if (this.store.appliedSeq < s.headSeq) {
+      // Never serve as leader from behind the head, whatever the agent says.
+      try {
+        await this.fillFromLog(s.headSeq);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message, appliedSeq: this.store.appliedSeq, headSeq: s.headSeq }, 'told to write while behind the head and could not catch up; not writable');
+        return;
+      }
+      this.flushAck();
+      if (this.closed || !this.status?.writable) return;
+    }
+    this.writable = true;
+    this.log.info({ epoch: s.epoch, appliedSeq: this.store.appliedSeq }, 'leading: accepting writes');
   }
 
   /** Leaves write mode at once; queued writes are refused, none is applied. */
@@ -145,6 +197,10 @@ export class KvMaster {
     this.writable = false;
     const leader = this.leaderAddress();
     for (const w of this.queue.splice(0)) w.reject(new WriteRefused(409, `not the leader (${why})`, leader));
+    // Clients reach the leader through a Service; their kept-alive connections
+    // would stay pinned to this pod. Dropping the idle ones makes them connect
+    // again and be routed to whoever leads now.
+    this.server.closeIdleConnections();
   }
 
   private leaderAddress(): string | undefined {
@@ -232,10 +288,23 @@ export class KvMaster {
 
   // ---------------------------------------------------------------- leader
 
-  private write(op: 'put' | 'delete', key: string, payload: string): Promise<{ seq: number; epoch: number }> {
-    if (!this.writable || this.closed) {
-      return Promise.reject(new WriteRefused(409, `not the leader (this member is ${this.status?.role ?? 'starting'})`, this.leaderAddress()));
+  /**
+   * Why this master does not serve a request as leader right now. A member
+   * that is becoming leader but has not applied the log to its head answers
+   * 503 `catching_up`, never from its partial state (a read would say 404 for
+   * an acknowledged key); otherwise 409 `not_leader` naming the leader when
+   * one is known (X-Leader).
+   */
+  private notServing(): WriteRefused {
+    const s = this.status;
+    if (s && (s.role === 'promoting' || this.enteringWriteMode)) {
+      return new WriteRefused(503, `catching up before leading: applied ${this.store.appliedSeq} of ${s.headSeq}; retry shortly`, undefined, 'catching_up');
     }
+    return new WriteRefused(409, `not the leader (this member is ${s?.role ?? 'starting'})`, this.leaderAddress());
+  }
+
+  private write(op: 'put' | 'delete', key: string, payload: string): Promise<{ seq: number; epoch: number }> {
+    if (!this.writable || this.closed) return Promise.reject(this.notServing());
     return new Promise((resolve, reject) => {
       this.queue.push({ op, key, payload, resolve, reject });
       this.pump();
@@ -313,6 +382,7 @@ export class KvMaster {
   private async takeSnapshot(): Promise<void> {
     this.snapshotting = true;
     try {
+      if (this.closed || !this.writable) return;
       // The state and its sequence are read in one synchronous step: consistent.
       const seq = this.store.appliedSeq;
       const data = this.store.snapshot();
@@ -338,7 +408,11 @@ export class KvMaster {
         return send(res, 400, { error: { code: 'bad_request', field: 'key', message: `key must be 1-${MAX_KEY_CHARS} characters` } });
       }
       if (req.method === 'GET') {
-        if (!this.writable && url.searchParams.get('stale') !== '1') throw new WriteRefused(409, 'not the leader; add ?stale=1 to read this standby', this.leaderAddress());
+        if (!this.writable && url.searchParams.get('stale') !== '1') {
+          const refusal = this.notServing();
+          if (refusal.status === 409) throw new WriteRefused(409, `${refusal.message}; add ?stale=1 to read this standby`, refusal.leader);
+          throw refusal;
+        }
         const value = this.store.get(key);
         return value === undefined
           ? send(res, 404, { error: { code: 'not_found', message: `no key ${JSON.stringify(key)}` } })
@@ -353,7 +427,13 @@ export class KvMaster {
     } catch (err) {
       if (err instanceof WriteRefused) {
         if (err.leader) res.setHeader('X-Leader', err.leader);
-        return send(res, err.status, { error: { code: err.status === 409 ? 'not_leader' : 'unavailable', message: err.message, leader: err.leader ?? null } });
+        // A refusal because this member does not lead closes the connection: a
+        // client that came through the leader Service (possibly while the
+        // routing still pointed here) reconnects and is routed anew, instead of
+        // being refused on this kept-alive connection forever.
+        if (!this.writable) res.setHeader('Connection', 'close');
+        if (err.status === 503) res.setHeader('Retry-After', String(RETRY_AFTER_SECONDS));
+        return send(res, err.status, { error: { code: err.code, message: err.message, leader: err.leader ?? null } });
       }
       const e = err as Error & { status?: number; field?: string };
       return send(res, e.status ?? 500, { error: { code: e.status ? 'bad_request' : 'internal', message: e.message, ...(e.field ? { field: e.field } : {}) } });

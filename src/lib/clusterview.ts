@@ -7,6 +7,7 @@ import type { Etcd3, IRangeResponse } from 'etcd3';
 import type { Redis } from 'ioredis';
 import type { AgentRole, LeaderRecord, MemberStatus, SnapshotDescriptor } from '../agent/types.ts';
 import { clusterId, etcdKeys, streamKeys, type ClusterRef } from './keys.ts';
+import { etcdCredentialOptions, redisCredentialOptions, type StoreCredentials } from './storeclients.ts';
 import { withTimeout } from './time.ts';
 
 export interface LeaderView extends LeaderRecord {
@@ -38,6 +39,8 @@ export interface LogView {
   source: 'stream' | 'members';
   /** The epoch the stream server accepts appends from; null when not read from the stream. */
   fencingEpoch: number | null;
+  /** Entries kept in the stream (XLEN: trimming keeps it near oplog.maxLength); absent when not read from the stream. */
+  length?: number;
 }
 
 export interface SnapshotView {
@@ -73,8 +76,60 @@ export interface ClusterView {
   problems: string[];
 }
 
-export interface ReadClusterViewOptions {
+/** How to reach a cluster's stores, credentials included (etcd TLS, Redis password and TLS). */
+export interface ClusterStoreConnection {
+  etcdEndpoints: string[];
+  /** The stream server; without it the log head is estimated from the members. */
+  redisUrl?: string;
+  credentials?: StoreCredentials;
+}
+
+export interface ClusterStores {
   etcd: Etcd3;
+  redis: Redis | undefined;
+  /** Releases both clients. */
+  close(): void;
+}
+
+/**
+ * Store clients for reading a cluster, with its credentials. Made for tools
+ * and the operator: every command answers or fails within a few seconds, and
+ * a stream server that stays away is given up on after a few reconnects.
+ * Throws (before connecting) when the credentials do not fit the URLs.
+ */
+export async function openClusterStores(conn: ClusterStoreConnection): Promise<ClusterStores> {
+  const creds = conn.credentials ?? {};
+  const etcdTls = etcdCredentialOptions(creds.etcdTls);
+  const redisAuth = conn.redisUrl ? redisCredentialOptions(conn.redisUrl, creds) : {};
+  // Loaded here so that importing this module (e.g. for `hotstandby --help`) does not load the store clients.
+  const { Etcd3: Etcd } = await import('etcd3');
+  const etcd = new Etcd({ hosts: conn.etcdEndpoints, dialTimeout: 3000, ...etcdTls });
+  let redis: Redis | undefined;
+  if (conn.redisUrl) {
+    const ioredis = await import('ioredis');
+    redis = new ioredis.Redis(conn.redisUrl, {
+      ...redisAuth,
+      lazyConnect: true,
+      connectTimeout: 2000,
+      commandTimeout: 3000,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (times) => (times > 2 ? null : 200),
+    });
+    redis.on('error', () => undefined); // reported through the failed read
+  }
+  return {
+    etcd,
+    redis,
+    close: () => {
+      etcd.close();
+      redis?.disconnect();
+    },
+  };
+}
+
+export type ReadClusterViewOptions = ReadClusterViewCommon & ({ etcd: Etcd3 } | { connection: ClusterStoreConnection });
+
+interface ReadClusterViewCommon {
   cluster: ClusterRef;
   /** The stream server, for the log head; without it the head is estimated from the members. */
   redis?: Redis;
@@ -86,8 +141,21 @@ export interface ReadClusterViewOptions {
 
 const DEFAULT_TIMEOUT_MS = 5000;
 
-/** Reads the cluster's state. Rejects when etcd cannot be read; a stream server problem only adds to `problems`. */
+/**
+ * Reads the cluster's state, from clients the caller owns (`etcd`, `redis`)
+ * or from a `connection` opened and closed for this one read. Rejects when
+ * etcd cannot be read; a stream server problem only adds to `problems`.
+ */
 export async function readClusterView(opts: ReadClusterViewOptions): Promise<ClusterView> {
+  if ('connection' in opts) {
+    const { connection, ...common } = opts;
+    const stores = await openClusterStores(connection);
+    try {
+      return await readClusterView({ ...common, etcd: stores.etcd, ...(stores.redis ? { redis: stores.redis } : {}) });
+    } finally {
+      stores.close();
+    }
+  }
   const keys = etcdKeys(opts.cluster);
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const now = opts.now ?? Date.now;
@@ -191,8 +259,8 @@ export async function readClusterView(opts: ReadClusterViewOptions): Promise<Clu
 async function readLogHead(redis: Redis, cluster: ClusterRef, timeoutMs: number): Promise<LogView> {
   const keys = streamKeys(cluster);
   // Both keys carry the cluster's hash tag, so one MGET is fine on a sharded server too.
-  const [head, epoch] = await withTimeout(redis.mget(keys.head, keys.epoch), timeoutMs, 'the stream server to answer');
-  return { headSeq: Number(head ?? 0) || 0, source: 'stream', fencingEpoch: epoch == null ? null : Number(epoch) || 0 };
+  const [[head, epoch], length] = await withTimeout(Promise.all([redis.mget(keys.head, keys.epoch), redis.xlen(keys.log)]), timeoutMs, 'the stream server to answer');
+  return { headSeq: Number(head ?? 0) || 0, source: 'stream', fencingEpoch: epoch == null ? null : Number(epoch) || 0, length };
 }
 
 /** The snapshot key holds one descriptor or a list of the kept ones; the newest (highest seq) is shown. */

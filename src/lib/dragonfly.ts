@@ -60,39 +60,79 @@ export function builtDragonfly(): string | undefined {
   }
 }
 
-export interface DragonflyArgsOptions {
+/** Every minute (Dragonfly's cron has minute granularity); plus a snapshot at every clean shutdown. */
+export const DRAGONFLY_SNAPSHOT_CRON = '* * * * *';
+
+/** What differs between Dragonflies carrying the operation log: where they listen and store, and their size. */
+export interface DragonflyServingOptions {
   port: number;
-  bind: string;
   /** Snapshot directory and file name: a restart loads the stream back from there. */
   dir: string;
   dbfilename: string;
+  maxmemoryBytes: number;
+  threads: number;
   /**
    * Lock per hash tag instead of per key: a script then locks one cluster's `hs:{ns/name}:*`
-   * keys as one, which is what keeps a batch append cheap. On in production.
+   * keys as one, which is what keeps a batch append cheap. On in production; off only to measure it.
    */
   lockOnHashtags?: boolean;
+}
+
+/**
+ * The flags every Dragonfly carrying the operation log runs with: the operator's managed one
+ * (src/operator/builders/dragonfly.ts) and the local one of tests, benchmarks and the demo, so
+ * what is tested is what runs. Cache mode stays off: in cache mode Dragonfly evicts keys under
+ * memory pressure, and an evicted log, epoch or head would lose acknowledged writes. Snapshots
+ * on a schedule as well as at shutdown: Dragonfly has no append-only file. No version check:
+ * it calls out to the internet.
+ */
+export function dragonflyServingArgs(opts: DragonflyServingOptions): string[] {
+  return [
+    `--port=${opts.port}`,
+    opts.lockOnHashtags === false ? '--lock_on_hashtags=false' : '--lock_on_hashtags',
+    `--dir=${opts.dir}`,
+    `--dbfilename=${opts.dbfilename}`,
+    `--snapshot_cron=${DRAGONFLY_SNAPSHOT_CRON}`,
+    '--cache_mode=false',
+    `--maxmemory=${opts.maxmemoryBytes}`,
+    `--proactor_threads=${opts.threads}`,
+    '--version_check=false',
+  ];
+}
+
+/**
+ * The local Dragonfly's size: two threads (the stream and its fencing keys share one hash tag,
+ * so one shard does the work and more threads only cost memory), and the 256 MiB per thread
+ * Dragonfly demands at the least, twice over.
+ */
+const LOCAL_THREADS = 2;
+const LOCAL_MAXMEMORY_BYTES = 1024 * 2 ** 20;
+
+export interface LocalDragonflyOptions extends Pick<DragonflyServingOptions, 'port' | 'dir' | 'dbfilename' | 'lockOnHashtags'> {
   /** Follow a primary (host:port), as a Dragonfly replica does. */
   replicaOf?: string;
 }
 
 /**
- * The flags Dragonfly runs with. Cache mode stays off: in cache mode Dragonfly evicts keys
- * under memory pressure, and an evicted log, epoch or head would lose acknowledged writes.
- * Two proactor threads: the stream and its fencing keys share one hash tag, so one shard does
- * the work and more threads only cost memory. No version check: it calls out to the internet.
- * Logs go to stderr (the process's log file, the container's log), not to files in /tmp.
+ * The local Dragonfly's flags: the serving flags, plus loopback only, logs to stderr (the
+ * process's log file; the managed one's image entrypoint adds the same), and --replicaof when
+ * it follows a primary.
  */
-export function dragonflyArgs(opts: DragonflyArgsOptions): string[] {
+export function localDragonflyArgs(opts: LocalDragonflyOptions): string[] {
   return [
-    `--port=${opts.port}`,
-    `--bind=${opts.bind}`,
-    `--dir=${opts.dir}`,
-    `--dbfilename=${opts.dbfilename}`,
-    `--lock_on_hashtags=${opts.lockOnHashtags ?? true}`,
-    '--proactor_threads=2',
-    '--cache_mode=false',
-    '--version_check=false',
+    ...dragonflyServingArgs({
+      port: opts.port,
+      dir: opts.dir,
+      dbfilename: opts.dbfilename,
+      maxmemoryBytes: LOCAL_MAXMEMORY_BYTES,
+      threads: LOCAL_THREADS,
+      ...(opts.lockOnHashtags !== undefined ? { lockOnHashtags: opts.lockOnHashtags } : {}),
+    }),
+    '--bind=127.0.0.1',
     '--logtostderr',
     ...(opts.replicaOf ? [`--replicaof=${opts.replicaOf}`] : []),
   ];
 }
+
+/** The flags only the local Dragonfly has (see localDragonflyArgs); a unit test checks every other is the managed one's. */
+export const LOCAL_ONLY_DRAGONFLY_FLAGS: readonly string[] = ['--bind', '--logtostderr', '--replicaof'];

@@ -59,6 +59,8 @@ export interface StreamKeys {
   epochStarts: string;
   /** Short-lived record of an append batch by id, for resolving an ambiguous append. */
   batch(id: string): string;
+  /** Short-lived list holding a large append's entries until one script appends them. */
+  batchStage(id: string): string;
   snapshotChunk(id: string, chunk: number): string;
   snapshotChunkPrefix(id: string): string;
 }
@@ -72,6 +74,7 @@ export function streamKeys(ref: ClusterRef): StreamKeys {
     head: `hs:${tag}:head`,
     epochStarts: `hs:${tag}:epochs`,
     batch: (id) => `hs:${tag}:batch:${id}`,
+    batchStage: (id) => `hs:${tag}:stage:${id}`,
     snapshotChunk: (id, chunk) => `hs:${tag}:snap:${id}:${chunk}`,
     snapshotChunkPrefix: (id) => `hs:${tag}:snap:${id}:`,
   };

@@ -2,14 +2,23 @@
 // else redis-server) as child processes on free loopback ports. Tests,
 // benchmarks and `hotstandby demo` use this; it is not used in a Kubernetes deployment, where the operator provisions the stores.
 import fs from 'node:fs';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { ManagedProcess, findOnPath } from './childproc.ts';
-import { DRAGONFLY_BUILD_HINT, builtDragonfly, dragonflyArgs } from './dragonfly.ts';
+import { DRAGONFLY_BUILD_HINT, builtDragonfly, localDragonflyArgs } from './dragonfly.ts';
 import { freePort, waitForPort } from './ports.ts';
 
+/** Files for a store that serves TLS: its CA, and its own certificate and key. */
+export interface ServerTlsFiles {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
 export interface LocalEtcd {
+  /** http://127.0.0.1:PORT, or https:// when started with tls. */
   endpoint: string;
   /** Holds the data and log; the caller removes it when done (see removeWorkDir). */
   workDir: string;
@@ -52,6 +61,12 @@ export interface StartEtcdOptions {
   reuse?: { clientPort: number; peerPort: number; dataDir: string };
   /** An etcd binary to run instead of the one on PATH (the dev cluster builds a newer one). */
   binary?: string;
+  /**
+   * Serve clients over TLS with this certificate; with clientCertAuth, only
+   * clients presenting a certificate signed by caFile get in. Health is then
+   * checked with clientCert (required with clientCertAuth).
+   */
+  tls?: ServerTlsFiles & { clientCertAuth?: boolean; clientCert?: { certFile: string; keyFile: string } };
 }
 
 export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd> {
@@ -63,27 +78,37 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
     const clientPort = opts.reuse?.clientPort ?? (await freePort());
     const peerPort = opts.reuse?.peerPort ?? (await freePort());
     const dataDir = opts.reuse?.dataDir ?? path.join(workDir, `${name}-data-${attempt}`);
+    const scheme = opts.tls ? 'https' : 'http';
+    const tlsArgs = opts.tls
+      ? [
+          '--cert-file', opts.tls.certFile,
+          '--key-file', opts.tls.keyFile,
+          '--trusted-ca-file', opts.tls.caFile,
+          ...(opts.tls.clientCertAuth ? ['--client-cert-auth'] : []),
+        ]
+      : [];
     const child = new ManagedProcess({
       name,
       command: binary,
       args: [
         '--name', name,
         '--data-dir', dataDir,
-        '--listen-client-urls', `http://127.0.0.1:${clientPort}`,
-        '--advertise-client-urls', `http://127.0.0.1:${clientPort}`,
+        '--listen-client-urls', `${scheme}://127.0.0.1:${clientPort}`,
+        '--advertise-client-urls', `${scheme}://127.0.0.1:${clientPort}`,
         '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
         '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
         '--initial-cluster', `${name}=http://127.0.0.1:${peerPort}`,
         '--logger', 'zap',
         '--log-level', 'warn',
+        ...tlsArgs,
       ],
       logFile: path.join(workDir, `${name}.log`),
       env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' },
     });
     const ready = await waitForPort(clientPort, READY_TIMEOUT_MS);
-    if (ready && child.running && (await etcdHealthy(clientPort))) {
+    if (ready && child.running && (await etcdHealthy(clientPort, opts.tls))) {
       return {
-        endpoint: `http://127.0.0.1:${clientPort}`,
+        endpoint: `${scheme}://127.0.0.1:${clientPort}`,
         workDir,
         process: child,
         dataDir,
@@ -100,12 +125,11 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
   throw new Error(`etcd did not become ready after ${START_ATTEMPTS} attempts; last log lines:\n${lastError}`);
 }
 
-async function etcdHealthy(port: number): Promise<boolean> {
+async function etcdHealthy(port: number, tls?: StartEtcdOptions['tls']): Promise<boolean> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     try {
-      const res = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) });
-      const body = (await res.json()) as { health?: string };
+      const body = tls ? await httpsJson(port, tls) : ((await (await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) })).json()) as { health?: string });
       if (body.health === 'true') return true;
     } catch {
       // not yet
@@ -113,6 +137,36 @@ async function etcdHealthy(port: number): Promise<boolean> {
     await new Promise((r) => setTimeout(r, 100));
   }
   return false;
+}
+
+/** GET /health over TLS (fetch cannot take a CA or a client certificate). */
+function httpsJson(port: number, tls: NonNullable<StartEtcdOptions['tls']>): Promise<{ health?: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/health',
+        ca: fs.readFileSync(tls.caFile),
+        ...(tls.clientCert ? { cert: fs.readFileSync(tls.clientCert.certFile), key: fs.readFileSync(tls.clientCert.keyFile) } : {}),
+        timeout: 1000,
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => {
+          try {
+            resolve(JSON.parse(text) as { health?: string });
+          } catch (err) {
+            reject(err as Error);
+          }
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
 }
 
 /** Which Redis-protocol server carries the operation log: Dragonfly (production) or redis-server. */
@@ -166,11 +220,18 @@ export interface StartStreamServerOptions {
   replicaOf?: string;
   /** Dragonfly's --lock_on_hashtags (default on, as in production); ignored by redis-server. */
   lockOnHashtags?: boolean;
+  /** Require this password (--requirepass on both servers). */
+  password?: string;
+  /** Serve TLS only (no plain port), with this certificate; clients need not present one. */
+  tls?: ServerTlsFiles;
 }
 
 export interface LocalStreamServer {
   kind: StreamServerKind;
+  /** redis://127.0.0.1:PORT, or rediss:// when started with tls (the password is not in it). */
   url: string;
+  /** Set when started with one (requirepass). */
+  password?: string;
   /** Holds the log and the snapshot directory; the caller removes it when done (see removeWorkDir). */
   workDir: string;
   /** Where the server writes and loads its snapshot (Dragonfly --dir). */
@@ -204,16 +265,30 @@ export async function startStreamServer(opts: StartStreamServerOptions = {}): Pr
     fs.mkdirSync(dir, { recursive: true });
     const args =
       kind === 'dragonfly'
-        ? dragonflyArgs({
-            port,
-            bind: '127.0.0.1',
-            dir,
-            dbfilename: STREAM_SERVER_DBFILENAME,
-            ...(opts.lockOnHashtags !== undefined ? { lockOnHashtags: opts.lockOnHashtags } : {}),
-            ...(opts.replicaOf ? { replicaOf: opts.replicaOf } : {}),
-          })
+        ? [
+            ...localDragonflyArgs({
+              port,
+              dir,
+              dbfilename: STREAM_SERVER_DBFILENAME,
+              ...(opts.lockOnHashtags !== undefined ? { lockOnHashtags: opts.lockOnHashtags } : {}),
+              ...(opts.replicaOf ? { replicaOf: opts.replicaOf } : {}),
+            }),
+            // The main port serves TLS only; no CA is given, since with one Dragonfly demands client certificates.
+            ...(opts.tls ? ['--tls', `--tls_cert_file=${opts.tls.certFile}`, `--tls_key_file=${opts.tls.keyFile}`] : []),
+            ...(opts.password !== undefined ? [`--requirepass=${opts.password}`] : []),
+          ]
         : [
-            '--port', String(port),
+            ...(opts.tls
+              ? [
+                  '--port', '0',
+                  '--tls-port', String(port),
+                  '--tls-cert-file', opts.tls.certFile,
+                  '--tls-key-file', opts.tls.keyFile,
+                  '--tls-ca-cert-file', opts.tls.caFile,
+                  '--tls-auth-clients', 'no',
+                ]
+              : ['--port', String(port)]),
+            ...(opts.password !== undefined ? ['--requirepass', opts.password] : []),
             '--bind', '127.0.0.1',
             // No periodic saves (tests stay fast); SHUTDOWN and SAVE still write dir/dbfilename.
             '--save', '',
@@ -225,10 +300,11 @@ export async function startStreamServer(opts: StartStreamServerOptions = {}): Pr
             ...(opts.replicaOf ? ['--replicaof', ...opts.replicaOf.split(':')] : []),
           ];
     const child = new ManagedProcess({ name, command: binary, args, logFile: path.join(workDir, `${name}.log`) });
-    if ((await waitForPort(port, READY_TIMEOUT_MS)) && child.running && (await answersCommands(port))) {
+    if ((await waitForPort(port, READY_TIMEOUT_MS)) && child.running && (await answersCommands(port, opts))) {
       return {
         kind,
-        url: `redis://127.0.0.1:${port}`,
+        url: `${opts.tls ? 'rediss' : 'redis'}://127.0.0.1:${port}`,
+        ...(opts.password !== undefined ? { password: opts.password } : {}),
         workDir,
         dir,
         port,
@@ -246,8 +322,16 @@ export async function startStreamServer(opts: StartStreamServerOptions = {}): Pr
 }
 
 /** True once the server answers a data command (a restarted one refuses them with LOADING until its snapshot is in). */
-async function answersCommands(port: number): Promise<boolean> {
-  const client = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+async function answersCommands(port: number, auth: Pick<StartStreamServerOptions, 'password' | 'tls'>): Promise<boolean> {
+  const client = new Redis({
+    host: '127.0.0.1',
+    port,
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    ...(auth.password !== undefined ? { password: auth.password } : {}),
+    ...(auth.tls ? { tls: { ca: fs.readFileSync(auth.tls.caFile) } } : {}),
+  });
   const deadline = Date.now() + READY_TIMEOUT_MS;
   try {
     await client.connect();

@@ -2,9 +2,13 @@
 // read from etcd and the stream server). Pure: the previous status and the
 // clock come in, the next status goes out.
 import type { ClusterView } from '../lib/clusterview.ts';
+import { ROLE_LEADER } from '../lib/labels.ts';
 import type { HotStandbyClusterSpec, HotStandbyClusterStatus } from '../api/v1alpha1.ts';
 
 type Condition = NonNullable<HotStandbyClusterStatus['conditions']>[number];
+
+/** Marks "the leader's pod is not known here", as opposed to "known, without a role label". */
+const ROLE_LABEL_NOT_CHECKED = Symbol('not checked');
 
 /** A member counts as ready when its heartbeat is this fresh and its state is ok. */
 export const MEMBER_READY_HEARTBEAT_MS = 5000;
@@ -15,6 +19,13 @@ export interface StatusInput {
   spec: HotStandbyClusterSpec;
   previous: HotStandbyClusterStatus | undefined;
   now: Date;
+  /**
+   * The hotstandby.dev/role label of each of the cluster's pods that exists
+   * (undefined value: no label). The leader Service routes only to a pod
+   * labelled leader, so a leader whose pod is not labelled yet is not
+   * available to clients. Absent (agents outside Kubernetes): not checked.
+   */
+  podRoles?: ReadonlyMap<string, string | undefined>;
 }
 
 export interface LastSeenLeader {
@@ -47,7 +58,7 @@ export function statusFromView(input: StatusInput, view: ClusterView, lastSeen?:
     maxLag,
     failoverCount: previous?.failoverCount ?? 0,
     ...(previous?.lastFailover ? { lastFailover: previous.lastFailover } : {}),
-    ...(view.log ? { oplog: { headSeq: view.log.headSeq } } : {}),
+    ...(view.log ? { oplog: { headSeq: view.log.headSeq, ...(view.log.length !== undefined ? { length: view.log.length } : {}) } } : {}),
     snapshot: view.snapshot
       ? { lastSeq: view.snapshot.seq, lastTime: view.snapshot.createdAt, sizeBytes: view.snapshot.sizeBytes, state: 'Stored' }
       : { state: 'None' },
@@ -70,11 +81,22 @@ export function statusFromView(input: StatusInput, view: ClusterView, lastSeen?:
     status.leader = previous.leader; // kept until a new leader is known, so the failover is counted once
   }
   const leading = Boolean(view.leader);
-  status.phase = leading && readyReplicas >= replicas ? 'Running' : leading || previous?.phase === 'Running' || previous?.phase === 'Degraded' ? 'Degraded' : 'Provisioning';
+  const leaderPodRole = view.leader && input.podRoles?.has(view.leader.member) ? input.podRoles.get(view.leader.member) : ROLE_LABEL_NOT_CHECKED;
+  // The agent labels its pod before its master may write, so this is brief; the operator's backstop labels it too.
+  const routed = leaderPodRole === ROLE_LABEL_NOT_CHECKED || leaderPodRole === ROLE_LEADER;
+  const available = leading && routed;
+  status.phase = available && readyReplicas >= replicas ? 'Running' : leading || previous?.phase === 'Running' || previous?.phase === 'Degraded' ? 'Degraded' : 'Provisioning';
   status.conditions = mergeConditions(previous?.conditions, now, input.generation, [
-    leading
-      ? { type: 'Available', status: 'True', reason: 'LeaderElected', message: `${view.leader!.member} leads at epoch ${view.leader!.epoch}` }
-      : { type: 'Available', status: 'False', reason: 'NoLeader', message: 'no member holds the leader lease' },
+    !leading
+      ? { type: 'Available', status: 'False', reason: 'NoLeader', message: 'no member holds the leader lease' }
+      : !routed
+        ? {
+            type: 'Available',
+            status: 'False',
+            reason: 'LeaderNotRouted',
+            message: `${view.leader!.member} leads at epoch ${view.leader!.epoch} but its pod is not labelled hotstandby.dev/role=leader yet, so the leader Service has no endpoint`,
+          }
+        : { type: 'Available', status: 'True', reason: 'LeaderElected', message: `${view.leader!.member} leads at epoch ${view.leader!.epoch}` },
     readyReplicas >= replicas
       ? { type: 'Ready', status: 'True', reason: 'AllMembersReady', message: `${readyReplicas}/${replicas} members ready` }
       : { type: 'Ready', status: 'False', reason: 'MembersNotReady', message: `${readyReplicas}/${replicas} members ready${view.problems.length ? `; ${view.problems.join('; ')}` : ''}` },

@@ -34,7 +34,15 @@ const REFUSED: Array<{ rule: string; spec: Record<string, unknown>; message: str
   { rule: 'external etcd without endpoints', spec: { ...base, etcd: { external: { endpoints: [] } } }, message: /spec.etcd.external.endpoints.*at least 1 items/ },
   { rule: 'dragonfly URL not redis://', spec: { ...base, dragonfly: { external: { url: 'http://d:6379' } } }, message: /spec.dragonfly.external.url.*should match/ },
   { rule: 'unknown append mode', spec: { ...base, oplog: { appendMode: 'eventually' } }, message: /spec.oplog.appendMode: Unsupported value: "eventually"/ },
+  { rule: 'Dragonfly memory below 320Mi', spec: { ...base, dragonfly: { managed: { memory: '256Mi' } } }, message: 'spec.dragonfly.managed.memory must be at least 320Mi' },
+  { rule: 'Dragonfly memory in bytes below 320Mi', spec: { ...base, dragonfly: { managed: { memory: 1000 } } }, message: 'spec.dragonfly.managed.memory must be at least 320Mi' },
+  { rule: 'storage without size', spec: { ...base, etcd: { managed: { storage: { storageClassName: 'ssd' } } } }, message: /spec.etcd.managed.storage.size: Required value/ },
+  { rule: 'unknown deletion policy', spec: { ...base, deletionPolicy: 'Orphan' }, message: /spec.deletionPolicy: Unsupported value: "Orphan"/ },
+  { rule: 'master without ports', spec: { master: { image: 'example/master:1', ports: [] } }, message: /spec.master.ports.*at least 1 items/ },
 ];
+
+/** Names the children could not be named after, refused with the name rule's message. */
+const BAD_NAMES = ['a'.repeat(43), '9lives', 'a.b'];
 
 describeE2E('HotStandbyCluster CRD', () => {
   const cluster = useDevCluster({ nodes: 1 });
@@ -68,6 +76,26 @@ describeE2E('HotStandbyCluster CRD', () => {
     expect(spec.election).toEqual({ leaseTTLSeconds: 5, maxLagOnFailover: 1000 });
     expect(spec.etcd).toEqual({ managed: { replicas: 3 } });
     expect(spec.podDisruptionBudget).toEqual({ enabled: true, maxUnavailable: 1 });
+    expect(spec.deletionPolicy).toBe('Retain');
+    expect(spec.master).toEqual({ image: 'example/master:1', ports: [{ name: 'main', containerPort: 8080, protocol: 'TCP' }] });
+  });
+
+  it('a Dragonfly memory of 320Mi or more is accepted, as a quantity or in bytes', async () => {
+    const c = cluster();
+    await c.kubectl(['apply', '-f', '-'], { input: manifest('df-mem', { ...base, dragonfly: { managed: { memory: '320Mi' } } }) });
+    await c.kubectl(['apply', '-f', '-'], { input: manifest('df-mem-bytes', { ...base, dragonfly: { managed: { memory: 2 ** 30 } } }) });
+  });
+
+  it('refuses names the children could not be named after, and accepts the longest allowed', async () => {
+    const c = cluster();
+    for (const name of BAD_NAMES) {
+      const err = await c.kubectl(['apply', '-f', '-'], { input: manifest(name, base) }).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err?.message, name).toContain('metadata.name must be at most 42 characters');
+    }
+    await c.kubectl(['apply', '-f', '-'], { input: manifest('a'.repeat(42), base) });
   });
 
   describe('refuses a bad spec with its message and creates nothing', () => {
@@ -101,6 +129,17 @@ describeE2E('HotStandbyCluster CRD', () => {
         );
       expect(err?.message).toContain('spec.etcd: cannot switch between managed and external etcd after creation');
       expect(await c.kubectl(['get', 'hsc', 'etcd-switch', '-n', NS, '-o', 'jsonpath={.spec.etcd}'])).toBe('{"managed":{"replicas":3}}');
+    });
+
+    it('managed etcd cannot change its member count after creation', async () => {
+      const c = cluster();
+      await c.kubectl(['apply', '-f', '-'], { input: manifest('etcd-size', base) });
+      const err = await c.kubectl(['patch', 'hsc', 'etcd-size', '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { etcd: { managed: { replicas: 5 } } } })]).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err?.message).toContain('spec.etcd.managed.replicas cannot change after creation');
+      expect(await c.kubectl(['get', 'hsc', 'etcd-size', '-n', NS, '-o', 'jsonpath={.spec.etcd.managed.replicas}'])).toBe('3');
     });
 
     it('dragonfly cannot switch from managed to external after creation', async () => {

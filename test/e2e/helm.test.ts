@@ -75,6 +75,7 @@ describeE2E('Helm chart', () => {
     expect(await canI('patch', 'hotstandbyclusters.hotstandby.dev/status')).toBe(true);
     expect(await canI('create', 'statefulsets.apps')).toBe(true);
     expect(await canI('patch', 'pods')).toBe(true);
+    expect(await canI('delete', 'pods')).toBe(true); // rolling updates: the masters' StatefulSet is OnDelete
     expect(await canI('get', 'secrets')).toBe(true);
     expect(await canI('create', 'secrets')).toBe(false);
     expect(await canI('delete', 'secrets')).toBe(false);

@@ -41,7 +41,7 @@ describeE2E('hotstandby operator', () => {
       const proc = new ManagedProcess({
         name,
         command: process.execPath,
-        args: [BIN, 'operator', '--lease-namespace=default', `--metrics-port=${port}`, '--resync-seconds=1'],
+        args: [BIN, 'operator', '--lease-namespace=default', `--metrics-port=${port}`, '--resync-seconds=1', '--agent-image=hotstandby/operator:e2e'],
         logFile: path.join(k.workDir, `${name}.log`),
         env: { ...process.env, KUBECONFIG: k.kubeconfig, POD_NAME: name },
       });
@@ -68,9 +68,13 @@ describeE2E('hotstandby operator', () => {
     expect(row!.split(/\s+/).slice(0, 3)).toEqual(['kv', leader.name, '3/3']);
   });
 
-  it('a cluster with managed stores is Pending with a condition saying why', async () => {
-    await waitFor(async () => (await status('mooncake-master', '.status.phase')) === 'Pending', { timeoutMs: 30_000, what: 'phase Pending' });
-    expect(await status('mooncake-master', '.status.conditions[?(@.type=="Reconciled")].reason')).toBe('ManagedStoresNotSupported');
+  it('a cluster with managed stores gets its etcd and Dragonfly; while they are not reachable the status says so', async () => {
+    await waitFor(async () => (await status('mooncake-master', '.status.conditions[?(@.type=="StoresReady")].status')) === 'False', { timeoutMs: 30_000, what: 'StoresReady False' });
+    expect(await status('mooncake-master', '.status.phase')).toBe('Provisioning');
+    for (const sts of ['mooncake-master-etcd', 'mooncake-master-dragonfly', 'mooncake-master']) {
+      expect(await kube().kubectl(['get', 'statefulset', sts, '-n', 'default', '-o', 'name'])).toContain(sts);
+    }
+    expect(await status('mooncake-master', '.status.storage.etcd')).toBe('EmptyDir');
   });
 
   it('exactly one replica holds the Lease and acts; /metrics says which', async () => {
@@ -94,6 +98,19 @@ describeE2E('hotstandby operator', () => {
     expect(await status('kv', '.status.lastFailover.from')).toBe(old.name);
     expect(await status('kv', '.status.lastFailover.to')).toBe(next.name);
     expect(Number(await status('kv', '.status.lastFailover.durationMs'))).toBeGreaterThan(0);
+    // The failover is an Event on the cluster and a leader change in /metrics.
+    await waitFor(
+      async () => {
+        const events = JSON.parse(await kube().kubectl(['get', 'events.events.k8s.io', '-n', 'default', '-o', 'json'])) as { items: Array<{ reason: string; note: string; regarding: { name: string } }> };
+        return events.items.some((e) => e.reason === 'FailoverObserved' && e.regarding.name === 'kv' && e.note.includes(`from ${old.name} to ${next.name}`));
+      },
+      { timeoutMs: 15_000, intervalMs: 500, what: `a FailoverObserved event from ${old.name} to ${next.name}` },
+    );
+    const holder = (await kube().kubectl(['get', 'lease', 'hotstandby-operator', '-n', 'default', '-o', 'jsonpath={.spec.holderIdentity}'])).trim();
+    const text = await (await fetch(`http://127.0.0.1:${operators.find((o) => o.name === holder)!.port}/metrics`)).text();
+    expect(text).toMatch(/hotstandby_leader_changes_total\{cluster="default\/kv"\} [1-9]/);
+    expect(text).toMatch(/hotstandby_failover_duration_seconds_count\{cluster="default\/kv"\} [1-9]/);
+    expect(text).toMatch(/hotstandby_member_lag\{cluster="default\/kv",member="[^"]+"\} \d+/);
     await members.restart(old);
   });
 

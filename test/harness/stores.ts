@@ -13,6 +13,8 @@ import {
   startStreamServer,
   type LocalEtcd,
   type LocalStreamServer,
+  type StartEtcdOptions,
+  type StartStreamServerOptions,
   type StreamServerKind,
 } from '../../src/lib/localstores.ts';
 
@@ -24,15 +26,19 @@ export interface Stores {
 
 /**
  * Call at the top of a describe/file: starts both stores before the tests and
- * stops them after. Returns a getter because values exist only after beforeAll.
- * `streamServer` defaults to chooseStreamServer() (HOTSTANDBY_STREAM_SERVER, else Dragonfly when built).
+ * stops them after; with options, etcd over TLS or a stream server with a password. Returns a
+ * getter because values exist only after beforeAll. The stream server's kind defaults to
+ * chooseStreamServer() (HOTSTANDBY_STREAM_SERVER, else Dragonfly when built).
  */
-export function useStores(opts: { streamServer?: StreamServerKind } = {}): () => Stores {
+export function useStores(
+  opts: { streamServer?: StreamServerKind; etcd?: () => StartEtcdOptions; redis?: () => StartStreamServerOptions } = {},
+): () => Stores {
   let stores: Stores | undefined;
   beforeAll(async () => {
+    // Options are functions: they may name files a beforeAll made (certificates).
     const [etcd, redis] = await Promise.allSettled([
-      startEtcd(),
-      startStreamServer(opts.streamServer ? { kind: opts.streamServer } : {}),
+      startEtcd(opts.etcd?.()),
+      startStreamServer({ ...opts.redis?.(), ...(opts.streamServer ? { kind: opts.streamServer } : {}) }),
     ]);
     if (etcd.status === 'rejected' || redis.status === 'rejected') {
       await Promise.allSettled([etcd, redis].map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));

@@ -101,7 +101,7 @@ describe('cluster view, status and switchover against a real etcd and redis-serv
       ['m-2', false, 30],
     ]);
     expect(view.members[2]!.heartbeatAgeMs).toBeGreaterThanOrEqual(2500);
-    expect(view.log).toEqual({ headSeq: 120, source: 'stream', fencingEpoch: leader!.epoch });
+    expect(view.log).toEqual({ headSeq: 120, source: 'stream', fencingEpoch: leader!.epoch, length: 0 }); // the head key was set by hand: no entries in the stream
     expect(view.snapshot).toMatchObject({ id: 'new', seq: 100, sizeBytes: 3 * 1024 * 1024, kept: 2 });
     expect(view.switchover).toMatchObject({ target: 'm-1' });
     expect(view.switchover!.ageMs).toBeGreaterThanOrEqual(4000);

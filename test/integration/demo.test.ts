@@ -30,7 +30,7 @@ function descendants(pid: number): number[] {
 }
 
 describeEachStreamServer('hotstandby demo', (streamServer) => {
-  it('20 consecutive failovers under load lose no acknowledged write', async () => {
+  it('20 consecutive failovers, then master crashes with their agents alive, under load lose no acknowledged write', async () => {
     const progress: string[] = [];
     const summary = await runDemo({
       members: 3,
@@ -38,6 +38,7 @@ describeEachStreamServer('hotstandby demo', (streamServer) => {
       intervalSeconds: 0,
       failovers: 20,
       switchovers: 2,
+      masterCrashes: 3,
       rate: 150,
       streamServer,
       progress: (line) => progress.push(line),
@@ -46,6 +47,8 @@ describeEachStreamServer('hotstandby demo', (streamServer) => {
     expect(summary.streamServer).toBe(streamServer);
     expect(summary.failovers).toBe(20);
     expect(summary.switchovers).toBe(2);
+    expect(summary.runs.masterCrashMs).toHaveLength(3);
+    expect(progress.filter((l) => l.startsWith('master crash '))).toHaveLength(3);
     expect(summary.ackedWrites).toBeGreaterThan(500);
     expect(summary.lostWrites).toBe(0);
     expect(summary.failoverMs!.max).toBeGreaterThan(0);

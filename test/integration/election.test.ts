@@ -470,6 +470,41 @@ describe('leader election', () => {
     }
   });
 
+  it('a campaign waiting out its delay stands down when a leader appears; the next absence asks candidacy afresh', async () => {
+    const keys = newCluster();
+    const a = addMember(keys, 'a');
+    await a.election.start();
+    await waitForLeader([a]);
+    // b's first answer is a long delay (a switchover hold-off, say); every later one is "at once".
+    let bAnswers = 0;
+    const b = addMember(keys, 'b', { candidacy: () => ({ eligible: true, delayMs: bAnswers++ === 0 ? 60_000 : 0, reason: 'test' }) });
+    const c = addMember(keys, 'c');
+    await b.election.start();
+    await a.election.stop();
+    await waitFor(() => bAnswers === 1, { timeoutMs: 5000, what: 'b to be asked and start its long delay' });
+    await c.election.start();
+    await waitForLeader([a, b, c]).then((l) => expect(l).toBe(c));
+    await c.election.resign({ holdOffMs: 60_000 });
+    // Without standing down, b would sleep out the first answer's 60 s.
+    const next = await waitForLeader([a, b, c], 15_000);
+    expect(next).toBe(b);
+    expect(bAnswers).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a resign hold-off ends once another member leads: the resigner may take over at the next failover', async () => {
+    const keys = newCluster();
+    const a = addMember(keys, 'a');
+    await a.election.start();
+    await waitForLeader([a]);
+    const b = addMember(keys, 'b');
+    await b.election.start();
+    await a.election.resign({ holdOffMs: 60_000 });
+    expect(await waitForLeader([a, b])).toBe(b);
+    await b.election.resign({ holdOffMs: 60_000 });
+    // a's hold-off did its job when b won; only a can lead now.
+    expect(await waitForLeader([a, b], 15_000)).toBe(a);
+  });
+
   it('stop() does not wait for a candidacy check that hangs', async () => {
     const keys = newCluster();
     let asked = false;

@@ -1,6 +1,7 @@
 // The reference master with real agents, etcd and a stream server (Dragonfly and redis-server), all as
 // separate processes (src/demo/localcluster.ts): writes, redirects, failover
 // without losing an acknowledged write, snapshots, and a fenced old leader.
+import http from 'node:http';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { LocalCluster, type Member } from '../../src/demo/localcluster.ts';
 import { sleep, waitFor } from '../../src/lib/time.ts';
@@ -48,6 +49,33 @@ describeEachStreamServer('kvmaster with real agents', (streamServer) => {
     expect(res.status).toBe(409);
     expect(res.headers.get('x-leader')).toBe(leader.kvAddress);
     expect((await get(standby, 'x', true)).status).toBe(404);
+  });
+
+  it('a refusal by a member that does not lead closes the connection, so a client behind a Service is routed anew; the leader keeps it', async () => {
+    const leader = await cluster.waitForLeader();
+    const standby = cluster.members.find((m) => m !== leader)!;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    // One request on a kept-alive connection: its status, its Connection header, and whether the socket closed after it.
+    const once = (m: Member): Promise<{ status: number; connection: string | undefined; socketClosed: boolean }> =>
+      new Promise((resolve, reject) => {
+        const [host, port] = m.kvAddress.split(':') as [string, string];
+        const req = http.request({ host, port: Number(port), method: 'PUT', path: '/kv/conn', agent, timeout: 5000 }, (res) => {
+          res.resume();
+          res.on('end', () => {
+            const socket = req.socket;
+            setTimeout(() => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, socketClosed: socket?.destroyed ?? true }), 100);
+          });
+        });
+        req.on('error', reject);
+        req.on('timeout', () => req.destroy(new Error('timed out')));
+        req.end('v');
+      });
+    try {
+      expect(await once(leader)).toEqual({ status: 200, connection: 'keep-alive', socketClosed: false });
+      expect(await once(standby)).toEqual({ status: 409, connection: 'close', socketClosed: true });
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('group commit: concurrent writes all get distinct sequence numbers', async () => {

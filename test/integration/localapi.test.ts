@@ -93,6 +93,41 @@ async function untilRole(sock: string, want: RoleStatus['role'], timeoutMs: numb
   return s;
 }
 
+/**
+ * Plays a live master's liveness: one role long-poll open at all times, re-issued
+ * as soon as it answers (docs/local-api.md, "Master liveness"). Without it an
+ * agent takes its master for gone and a leader resigns. Returns the stop function.
+ */
+function holdRolePoll(socketPath: string): () => void {
+  let stopped = false;
+  let current: http.ClientRequest | undefined;
+  const once = (after: number): Promise<number> =>
+    new Promise((resolve) => {
+      const req = http.get({ socketPath, path: `/v1/role?after=${after}&timeoutMs=30000`, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          try {
+            resolve((JSON.parse(Buffer.concat(chunks).toString('utf8')) as RoleStatus).version);
+          } catch {
+            resolve(0);
+          }
+        });
+        res.on('error', () => resolve(0));
+      });
+      req.on('error', () => setTimeout(() => resolve(0), 50));
+      current = req;
+    });
+  void (async () => {
+    let version = 0;
+    while (!stopped) version = await once(version);
+  })();
+  return () => {
+    stopped = true;
+    current?.destroy();
+  };
+}
+
 const ENTRY = (i: number): { op: string; key: string; payload: string } => ({ op: 'put', key: `k${i}`, payload: JSON.stringify({ v: i }) });
 
 describe('local API against real Agents', () => {
@@ -102,6 +137,7 @@ describe('local API against real Agents', () => {
   const sockB = join(dir, 'b.sock');
   let a: Agent | undefined;
   let b: Agent | undefined;
+  const pollers: Array<() => void> = [];
 
   function config(member: string, sock: string, port: number): Parameters<typeof Agent.start>[0] {
     return resolveAgentConfig(
@@ -120,11 +156,14 @@ describe('local API against real Agents', () => {
 
   beforeAll(async () => {
     a = await Agent.start(config('m0', sockA, 9100), { log: silentLogger() });
+    pollers.push(holdRolePoll(sockA));
     await untilRole(sockA, 'leader', 20_000);
     b = await Agent.start(config('m1', sockB, 9101), { log: silentLogger() });
+    pollers.push(holdRolePoll(sockB));
     await untilRole(sockB, 'standby', 10_000);
   });
   afterAll(async () => {
+    for (const stop of pollers) stop();
     await Promise.all([b?.close(), a?.close()]);
     rmSync(dir, { recursive: true, force: true });
   });

@@ -3,7 +3,8 @@
 // duplicate, crc, trimmed, reset) with a resync instead of handing it on.
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { OpLog } from '../../src/agent/oplog.ts';
+import { APPEND_LUA, LUA_ERR_BAD_ARGS, LuaScript, replyErrorCode } from '../../src/agent/oplog-scripts.ts';
+import { APPEND_ENTRIES_PER_COMMAND, OpLog, SERVER_MAX_ARGS } from '../../src/agent/oplog.ts';
 import { OpLogTailer, type TailEvent } from '../../src/agent/tailer.ts';
 import { FencedError, entryChecksumInput } from '../../src/agent/types.ts';
 import { crc32c } from '../../src/lib/crc32c.ts';
@@ -99,6 +100,61 @@ describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
     expect(await oplog.headSeq()).toBe(5000);
     await oplog.trimBefore(4900);
     expect(await oplog.firstSeq()).toBe(4900);
+  });
+
+  describe('a batch larger than one command may carry (Dragonfly: 65,536 arguments)', () => {
+    // 20,000 entries would be 80,009 arguments in one call.
+    const big = 20_000;
+    const argCounts: number[] = [];
+    let monitor: Redis | undefined;
+    beforeAll(async () => {
+      monitor = await redis.monitor();
+      monitor.on('monitor', (_time: string, args: string[]) => argCounts.push(args.length));
+    });
+    afterAll(() => monitor?.disconnect());
+
+    it('is split into commands well under the limit, yet lands consecutive and whole beside concurrent appends', async () => {
+      await fresh(10);
+      argCounts.length = 0;
+      const [small1, large, small2] = await Promise.all([oplog.append(10, ops(3, 's'), 's1'), oplog.append(10, ops(big, 'L'), 'L'), oplog.append(10, ops(5, 't'), 's2')]);
+      expect(large.lastSeq - large.firstSeq + 1).toBe(big);
+      // Nothing else landed inside the large batch's range.
+      for (const r of [small1, small2]) expect(r.lastSeq < large.firstSeq || r.firstSeq > large.lastSeq).toBe(true);
+      expect(await oplog.headSeq()).toBe(big + 8);
+      expect(await oplog.findBatch('L')).toEqual(large);
+      const inside = (await redis.xrange(keys.log, `${large.firstSeq}-0`, `${large.lastSeq}-0`)) as Array<[string, string[]]>;
+      expect(inside.map(([id]) => id)).toEqual(Array.from({ length: big }, (_, i) => `${large.firstSeq + i}-0`));
+      expect(inside.every(([, f], i) => f[5] === `k${i}` && f[7] === `L${i}` && Number(f[9]) === crc32c(entryChecksumInput({ op: 'put', key: `k${i}`, payload: `L${i}` })))).toBe(true);
+      // MONITOR saw the commands: several, none near the limit, none for the whole batch.
+      await new Promise((r) => setTimeout(r, 200));
+      expect(argCounts.length).toBeGreaterThan(big / APPEND_ENTRIES_PER_COMMAND);
+      expect(Math.max(...argCounts)).toBeLessThan(SERVER_MAX_ARGS / 4);
+      expect(await redis.keys(`hs:${keys.tag}:stage:*`)).toEqual([]);
+    });
+
+    it('is fenced as a whole: a stale epoch appends none of it and leaves no stage behind', async () => {
+      await fresh(10);
+      await oplog.append(10, ops(2), 'a');
+      await oplog.raiseEpoch(11, 2);
+      const err = await oplog.append(10, ops(big), 'stale').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FencedError);
+      expect((err as FencedError).currentEpoch).toBe(11);
+      expect(await oplog.headSeq()).toBe(2);
+      expect(await oplog.length()).toBe(2);
+      expect(await oplog.findBatch('stale')).toBeUndefined();
+      expect(await redis.keys(`hs:${keys.tag}:stage:*`)).toEqual([]);
+      expect(await oplog.append(11, ops(big), 'b')).toEqual({ firstSeq: 3, lastSeq: big + 2 });
+    });
+  });
+
+  it('a script given the wrong shape answers with an explicit error code and writes nothing', async () => {
+    await fresh(10);
+    const script = new LuaScript(APPEND_LUA);
+    // Says 2 entries, carries 1.
+    const err = await script.run(redis, [keys.epoch, keys.head, keys.log, keys.batch('x')], [10, 1000, 1000, 2, 'put', 'k', 'p', 1]).catch((e: unknown) => e);
+    expect(replyErrorCode(err)).toBe(LUA_ERR_BAD_ARGS);
+    expect(await oplog.headSeq()).toBe(0);
+    expect(await oplog.length()).toBe(0);
   });
 
   it('the tailer hands on entries in order from a sequence, then reports idle with the head', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decideCandidacy, DEFAULT_CANDIDACY_STEP_MS, DEFAULT_SWITCHOVER_HOLD_OFF_MS, type CandidacyInput, type CandidacyMember } from '../../src/agent/candidacy.ts';
+import { decideCandidacy, DEFAULT_CANDIDACY_STEP_MS, DEFAULT_SWITCHOVER_HOLD_OFF_MS, MASTER_DOWN_STATE, type CandidacyInput, type CandidacyMember } from '../../src/agent/candidacy.ts';
 
 function standby(member: string, appliedSeq: number): CandidacyMember {
   return { member, appliedSeq, role: 'standby' };
@@ -90,6 +90,17 @@ describe('decideCandidacy: ranking by applied sequence', () => {
   it('a candidate (already campaigning) takes a rank like a standby', () => {
     const members: CandidacyMember[] = [{ member: 'a', appliedSeq: 101, role: 'candidate' }];
     expect(decideCandidacy(input({ selfAppliedSeq: 100, headSeq: 101, members })).delayMs).toBe(250);
+  });
+
+  it('a member whose master is gone takes no rank, however caught up (it will not campaign)', () => {
+    const d = decideCandidacy(input({ self: 'b', selfAppliedSeq: 100, members: [{ ...standby('a', 200), state: MASTER_DOWN_STATE }, standby('c', 50)] }));
+    expect(d).toMatchObject({ eligible: true, delayMs: 0 });
+    expect(decideCandidacy(input({ self: 'b', members: [{ ...standby('a', 100), state: 'ok' }] })).delayMs).toBe(250);
+  });
+
+  it('a switchover target whose master is gone does not delay the failover', () => {
+    const d = decideCandidacy(input({ self: 'b', members: [{ ...standby('a', 100), state: MASTER_DOWN_STATE }], switchoverTarget: 'a' }));
+    expect(d.delayMs).toBe(0);
   });
 
   it('members beyond the lag limit take no rank', () => {

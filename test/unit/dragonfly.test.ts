@@ -1,11 +1,12 @@
 // Where the Dragonfly binary is looked for, which stream server is chosen, and
-// the flags Dragonfly is started with.
+// the flags Dragonfly is started with (the same locally as the operator's managed one).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { builtDragonfly, dragonflyArgs, dragonflyBinaryPath } from '../../src/lib/dragonfly.ts';
+import { LOCAL_ONLY_DRAGONFLY_FLAGS, builtDragonfly, dragonflyBinaryPath, localDragonflyArgs } from '../../src/lib/dragonfly.ts';
+import { dragonflyArgs, dragonflySizing } from '../../src/operator/builders/dragonfly.ts';
 import { InvalidStreamServerError, chooseStreamServer, parseStreamServerKind } from '../../src/lib/localstores.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -64,21 +65,31 @@ describe('choosing the stream server', () => {
 });
 
 describe('Dragonfly flags', () => {
-  it('lock on hash tags by default, never cache mode, no call home, loopback only in tests', () => {
-    const args = dragonflyArgs({ port: 7000, bind: '127.0.0.1', dir: '/data', dbfilename: 'hs' });
-    expect(args).toEqual([
+  const flagName = (arg: string): string => arg.split('=')[0]!;
+
+  it('lock on hash tags by default, never cache mode, snapshots on a schedule, no call home, loopback only locally', () => {
+    expect(localDragonflyArgs({ port: 7000, dir: '/data', dbfilename: 'hs' })).toEqual([
       '--port=7000',
-      '--bind=127.0.0.1',
+      '--lock_on_hashtags',
       '--dir=/data',
       '--dbfilename=hs',
-      '--lock_on_hashtags=true',
-      '--proactor_threads=2',
+      '--snapshot_cron=* * * * *',
       '--cache_mode=false',
+      `--maxmemory=${1024 * 2 ** 20}`,
+      '--proactor_threads=2',
       '--version_check=false',
+      '--bind=127.0.0.1',
       '--logtostderr',
     ]);
-    expect(dragonflyArgs({ port: 1, bind: '0.0.0.0', dir: '/d', dbfilename: 'x', lockOnHashtags: false, replicaOf: '10.0.0.1:6379' })).toEqual(
+    expect(localDragonflyArgs({ port: 1, dir: '/d', dbfilename: 'x', lockOnHashtags: false, replicaOf: '10.0.0.1:6379' })).toEqual(
       expect.arrayContaining(['--lock_on_hashtags=false', '--replicaof=10.0.0.1:6379']),
     );
+  });
+
+  it("the local Dragonfly runs the managed one's flags, plus only the local-only ones", () => {
+    const managed = dragonflyArgs(dragonflySizing({})).map(flagName);
+    const local = localDragonflyArgs({ port: 1, dir: '/d', dbfilename: 'x', replicaOf: 'h:1' }).map(flagName);
+    expect(local.filter((f) => !LOCAL_ONLY_DRAGONFLY_FLAGS.includes(f))).toEqual(managed);
+    expect(local.filter((f) => LOCAL_ONLY_DRAGONFLY_FLAGS.includes(f))).toEqual([...LOCAL_ONLY_DRAGONFLY_FLAGS]);
   });
 });

@@ -12,9 +12,12 @@ import { silentLogger } from '../../src/lib/log.ts';
 import { startLocalApi, type LocalApiServer } from '../../src/agent/localapi/server.ts';
 import { StoreUnavailableError, type LocalApiBackend, type StreamLine } from '../../src/agent/localapi/backend.ts';
 import { FencedError, NotLeaderError, type RoleStatus } from '../../src/agent/types.ts';
+import { SupersededError } from '../../src/agent/master-session.ts';
 
 interface Recorder {
   calls: string[];
+  /** masterRequest calls: "begin <instance|->", then "end" or "dropped" (a role long-poll closed unanswered). */
+  master: string[];
   /** Entries the stream iterator has produced so far. */
   produced: () => number;
   backend: LocalApiBackend;
@@ -38,11 +41,16 @@ function status(version = 1): RoleStatus {
 
 function recorder(over: Partial<LocalApiBackend> = {}): Recorder {
   const calls: string[] = [];
+  const master: string[] = [];
   let onStreamAbort: () => void = () => undefined;
   const streamAborted = new Promise<void>((r) => (onStreamAbort = r));
   let produced = 0;
   const backend: LocalApiBackend = {
     member: 'm0',
+    masterRequest: (instance) => {
+      master.push(`begin ${instance ?? '-'}`);
+      return (droppedPoll) => void master.push(droppedPoll ? 'dropped' : 'end');
+    },
     status: () => status(),
     waitForStatusChange: (after, timeoutMs, signal) => {
       calls.push(`wait ${after} ${timeoutMs}`);
@@ -99,7 +107,7 @@ function recorder(over: Partial<LocalApiBackend> = {}): Recorder {
     health: async () => ({ etcd: 'ok', stream: 'down' }),
     ...over,
   };
-  return { calls, backend, streamAborted, produced: () => produced };
+  return { calls, master, backend, streamAborted, produced: () => produced };
 }
 
 interface Answer {
@@ -319,5 +327,48 @@ describe('local API HTTP layer', () => {
     const sub = await request(s.address, 'GET', '/v1/deletes');
     expect(sub.body).toBe('{"type":"heartbeat","revision":4}\n');
     expect(rec.calls).toEqual(['append 2', 'putSnapshot 9 3000', 'delete obj-1', 'subscribeDeletes']);
+  });
+
+  it('every request but /v1/health counts as the master\'s: begun with its X-Master-Instance, ended once answered', async () => {
+    const rec = recorder();
+    const s = await start(rec);
+    await request(s.address, 'GET', '/v1/health');
+    expect(rec.master).toEqual([]);
+    expect((await request(s.address, 'GET', '/v1/role', undefined, { 'X-Master-Instance': 'a1b2-c3' })).status).toBe(200);
+    expect((await request(s.address, 'POST', '/v1/applied', '{"seq":3}')).status).toBe(204);
+    expect(rec.master).toEqual(['begin a1b2-c3', 'end', 'begin -', 'end']);
+  });
+
+  it('an open long-poll is master contact until the master goes away: its socket closing unanswered is a dropped poll', async () => {
+    const rec = recorder();
+    const s = await start(rec);
+    const [host, port] = s.address.split(':');
+    const req = http.get({ host, port: Number(port), path: '/v1/role?after=1&timeoutMs=60000', headers: { 'x-master-instance': 'i1' }, agent: false });
+    req.on('error', () => undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(rec.master).toEqual(['begin i1']);
+    req.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(rec.master).toEqual(['begin i1', 'dropped']);
+    // Answered (the wait timed out): an ordinary end.
+    await request(s.address, 'GET', '/v1/role?after=1&timeoutMs=100', undefined, { 'x-master-instance': 'i1' });
+    expect(rec.master).toEqual(['begin i1', 'dropped', 'begin i1', 'end']);
+  });
+
+  it('a malformed X-Master-Instance is refused with 400 naming it; a superseded instance with 409 superseded', async () => {
+    const rec = recorder({
+      masterRequest: (instance) => {
+        if (instance === 'old') throw new SupersededError('old', 'new');
+        return () => undefined;
+      },
+    });
+    const s = await start(rec);
+    const bad = await request(s.address, 'POST', '/v1/applied', '{"seq":3}', { 'X-Master-Instance': 'has space' });
+    expect(bad.status).toBe(400);
+    expect(errorOf(bad)).toMatchObject({ code: 'bad_request', field: 'X-Master-Instance' });
+    const old = await request(s.address, 'POST', '/v1/applied', '{"seq":3}', { 'X-Master-Instance': 'old' });
+    expect(old.status).toBe(409);
+    expect(errorOf(old).code).toBe('superseded');
+    expect(rec.calls).toEqual([]);
   });
 });

@@ -32,6 +32,20 @@ const input = (previous?: StatusInput['previous']): StatusInput => ({
 describe('statusFromView', () => {
   const members = [member('kv-0', 500, 0, { role: 'leader', isLeader: true }), member('kv-1', 480, 20), member('kv-2', 499, 1)];
 
+  it('a leader whose pod is not labelled role=leader yet is not Available: the leader Service has no endpoint', () => {
+    const leader = { member: 'kv-0', epoch: 7, since: '2026-11-25T00:00:00.000Z' };
+    const unlabelled = statusFromView({ ...input(), podRoles: new Map([['kv-0', 'standby'], ['kv-1', 'standby'], ['kv-2', undefined]]) }, view(leader, members));
+    expect(unlabelled.phase).toBe('Degraded');
+    expect(unlabelled.conditions?.find((c) => c.type === 'Available')).toMatchObject({ status: 'False', reason: 'LeaderNotRouted' });
+    expect(unlabelled.conditions?.find((c) => c.type === 'Available')?.message).toContain('kv-0');
+    const labelled = statusFromView({ ...input(unlabelled), podRoles: new Map([['kv-0', 'leader'], ['kv-1', 'standby'], ['kv-2', 'standby']]) }, view(leader, members));
+    expect(labelled.phase).toBe('Running');
+    expect(labelled.conditions?.find((c) => c.type === 'Available')).toMatchObject({ status: 'True', reason: 'LeaderElected' });
+    expect(statusFromView({ ...input(labelled), podRoles: new Map([['kv-0', undefined]]) }, view(leader, members)).phase).toBe('Degraded');
+    // Members that are not pods of this cluster (agents outside Kubernetes) are not checked.
+    expect(statusFromView({ ...input(), podRoles: new Map() }, view(leader, members)).phase).toBe('Running');
+  });
+
   it('a healthy cluster is Running with its leader, readiness and largest standby lag', () => {
     const s = statusFromView(input(), view({ member: 'kv-0', epoch: 7, since: '2026-11-25T00:00:00.000Z' }, members));
     expect(s).toMatchObject({ phase: 'Running', ready: '3/3', readyReplicas: 3, maxLag: 20, leader: { pod: 'kv-0', epoch: 7 }, oplog: { headSeq: 500 }, failoverCount: 0, snapshot: { state: 'None' } });

@@ -61,9 +61,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: [services, configmaps, persistentvolumeclaims, serviceaccounts]
   verbs: [get, list, watch, create, update, patch, delete]
+# patch: role labels as a backstop to the agents; delete: rolling updates
+# (the masters' StatefulSet uses OnDelete, so the operator orders replacements).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch, patch, delete]
 # Read-only: the operator checks that the Secrets a cluster names (etcd TLS,
 # Dragonfly password) exist and mounts them; it never writes a Secret.
 - apiGroups: [""]

@@ -34,6 +34,14 @@ export type MetaDeleteOutcome = 'deleted' | 'absent' | { conflict: number };
 
 export interface LocalApiBackend {
   readonly member: string;
+  /**
+   * A request from the master begins (every route but /v1/health, which
+   * probes call). `instance` is its X-Master-Instance header. Returns the
+   * function the server calls once when the request ends (answered, or the
+   * connection closed), with droppedPoll true for a role long-poll the master
+   * closed before it was answered. Throws SupersededError for a replaced instance.
+   */
+  masterRequest(instance: string | undefined): (droppedPoll?: boolean) => void;
   status(): RoleStatus;
   /** Resolves with the status once its version differs from afterVersion, or at timeoutMs with the current one. */
   waitForStatusChange(afterVersion: number, timeoutMs: number, signal: AbortSignal): Promise<RoleStatus>;

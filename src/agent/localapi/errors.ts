@@ -3,6 +3,7 @@
 import { FencedError, NotLeaderError } from '../types.ts';
 import { BadRequestError, StoreUnavailableError } from './backend.ts';
 import { TimeoutError } from '../../lib/time.ts';
+import { SupersededError } from '../master-session.ts';
 
 export type ErrorCode =
   | 'bad_request'
@@ -11,6 +12,7 @@ export type ErrorCode =
   | 'not_leader'
   | 'fenced'
   | 'conflict'
+  | 'superseded'
   | 'too_large'
   | 'unavailable'
   | 'internal';
@@ -42,6 +44,8 @@ export function mapBackendError(err: unknown): HttpError {
     return httpError(409, 'not_leader', err.message, { leader: l ? { member: l.member, address: l.address, epoch: l.epoch } : null });
   }
   if (err instanceof FencedError) return httpError(409, 'fenced', err.message, { currentEpoch: err.currentEpoch });
+  // A newer process of the master talks to this agent: this one must stop (it is a leftover).
+  if (err instanceof SupersededError) return httpError(409, 'superseded', err.message);
   if (err instanceof StoreUnavailableError) return httpError(503, 'unavailable', err.message);
   // A store call that ran out of time: the store is unreachable or overloaded; retrying is safe.
   if (err instanceof TimeoutError) return httpError(503, 'unavailable', err.message);

@@ -8,6 +8,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../../lib/log.ts';
 import type { LocalApiBackend } from './backend.ts';
 import { httpError, mapBackendError, type HttpError } from './errors.ts';
+import { MASTER_INSTANCE_HEADER, MASTER_INSTANCE_PATTERN } from '../master-session.ts';
 import {
   checkAppendBody,
   checkAppliedBody,
@@ -358,6 +359,20 @@ function match(pathname: string): { routes: Route[]; param: string } {
 
 // ---------------------------------------------------------------- server
 
+/** The X-Master-Instance header: absent, or a token of MASTER_INSTANCE_PATTERN (400 otherwise). */
+function masterInstance(req: http.IncomingMessage): string | undefined {
+  const raw = req.headers[MASTER_INSTANCE_HEADER];
+  if (raw === undefined) return undefined;
+  if (typeof raw !== 'string' || !MASTER_INSTANCE_PATTERN.test(raw)) {
+    throw new RequestError(
+      httpError(400, 'bad_request', `X-Master-Instance must be 1-128 characters of [A-Za-z0-9._:-] (a new value each time the master starts), got ${JSON.stringify(String(raw).slice(0, 40))}`, {
+        field: 'X-Master-Instance',
+      }),
+    );
+  }
+  return raw;
+}
+
 function parseListen(listen: string): { path: string } | { host: string; port: number } {
   if (listen.startsWith('unix:')) {
     const path = listen.slice('unix:'.length);
@@ -422,6 +437,17 @@ export async function startLocalApi(opts: LocalApiOptions): Promise<LocalApiServ
       if (!route) {
         res.setHeader('allow', routes.map((r) => r.method).join(', '));
         throw new RequestError(httpError(405, 'method_not_allowed', `${method} is not allowed on ${url.pathname}; allowed: ${routes.map((r) => r.method).join(', ')}`));
+      }
+      if (route.path !== '/v1/health') {
+        // Every request but the health probe comes from the master and shows
+        // it alive while it is open (MasterSession); 'close' ends it, also
+        // when the master's process dies and the kernel closes its socket.
+        const release = opts.backend.masterRequest(masterInstance(req));
+        // A role long-poll closed before its answer was written: the master
+        // dropped it, which a live master never does (the crash signal).
+        const ended = (): void => release(route.path === '/v1/role' && !res.writableFinished);
+        if (res.closed) ended();
+        else res.once('close', ended);
       }
       await route.handler({ req, res, query: url.searchParams, param, signal: controller.signal, backend: opts.backend, log: reqLog });
     } catch (err) {

@@ -3,7 +3,7 @@
 import type { Command } from '../command.ts';
 import { UsageError, parseFlags } from '../command.ts';
 import { untilStopSignal } from '../signals.ts';
-import { AGENT_DEFAULTS, ConfigError, FLAG_NAMES, resolveAgentConfig, type AgentConfig, type RawAgentSettings } from '../../agent/config.ts';
+import { AGENT_DEFAULTS, ConfigError, FLAG_NAMES, resolveAgentConfig, type AgentConfig, type RawAgentSettings, type SettingName } from '../../agent/config.ts';
 
 const help = `Usage: hotstandby agent --cluster NS/NAME --address HOST:PORT --etcd URLS --redis URL [options]
 
@@ -25,13 +25,33 @@ Options:
   --demote-margin-ms MS       the leader stops writing this long before its lease can expire (default: min(1000, TTL/5))
   --max-lag-on-failover N     a standby further behind than N entries does not campaign (default ${AGENT_DEFAULTS.maxLagOnFailover})
   --candidacy-step-ms MS      delay between candidates ranked by how caught-up they are (default ${AGENT_DEFAULTS.candidacyStepMs})
-  --master-contact-timeout-ms MS  an agent whose master was silent this long does not campaign (default ${AGENT_DEFAULTS.masterContactTimeoutMs})
+  --master-liveness-timeout-ms MS  the master is gone after this long with no request open to the agent:
+                              a leader resigns, a standby does not campaign, 100-600000 (default ${AGENT_DEFAULTS.masterLivenessTimeoutMs}) [HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS]
   --promotion-timeout-ms MS   how long a new leader waits for its master to apply the log (default ${AGENT_DEFAULTS.promotionTimeoutMs})
   --oplog-max-length N        the stream's approximate MAXLEN (default ${AGENT_DEFAULTS.oplogMaxLength})
   --snapshot-every-entries N  ask the master for a snapshot every N entries (default ${AGENT_DEFAULTS.snapshotEveryEntries})
   --snapshot-interval SECONDS ...and at least this often while writes arrive; 0 = off (default ${AGENT_DEFAULTS.snapshotIntervalSeconds})
   --snapshot-keep N           snapshots kept; the log is trimmed before the oldest (default ${AGENT_DEFAULTS.snapshotKeep})
   --log-level LEVEL           fatal|error|warn|info|debug|trace|silent (default info)
+  --health-listen HOST:PORT   serve GET /healthz and /readyz for kubelet probes; off to disable
+                              (default: ${AGENT_DEFAULTS.healthListenInPod} in a pod, off elsewhere) [HOTSTANDBY_HEALTH_LISTEN]
+
+Store credentials (files, e.g. mounted from Secrets):
+  --etcd-ca-file PATH         CA of etcd's certificate (needs https:// endpoints) [HOTSTANDBY_ETCD_CA_FILE]
+  --etcd-cert-file PATH       client certificate for etcd, with --etcd-key-file [HOTSTANDBY_ETCD_CERT_FILE]
+  --etcd-key-file PATH        its key                                     [HOTSTANDBY_ETCD_KEY_FILE]
+  --redis-password-file PATH  the stream server's password [HOTSTANDBY_REDIS_PASSWORD_FILE];
+                              or the password itself in HOTSTANDBY_REDIS_PASSWORD (e.g. a secretKeyRef)
+  --redis-ca-file PATH        CA of a rediss:// stream server's certificate [HOTSTANDBY_REDIS_CA_FILE]
+
+Pod role labels (the leader Service selects hotstandby.dev/role=leader):
+  --pod-labels auto|on|off    label this pod leader/standby; auto = on when Kubernetes credentials
+                              exist (in a pod, or --kube-api-server given) (default auto) [HOTSTANDBY_POD_LABELS]
+  --kube-api-server URL       https://host:port (default: in-cluster) [HOTSTANDBY_KUBE_API_SERVER]
+  --kube-token-file PATH      bearer token, re-read as it rotates (default: the service account token) [HOTSTANDBY_KUBE_TOKEN_FILE]
+  --kube-ca-file PATH         CA of the API server (default: the service account ca.crt) [HOTSTANDBY_KUBE_CA_FILE]
+  --pod-namespace NS          namespace of this pod (default: $POD_NAMESPACE, the service account's
+                              namespace file, else the cluster's namespace) [HOTSTANDBY_POD_NAMESPACE]
 
 Example:
   hotstandby agent --cluster default/mooncake --member m-0 --address 10.0.0.5:50051 \\
@@ -39,8 +59,8 @@ Example:
 
 // Flag name (without --) → config field.
 const FLAG_TO_FIELD = Object.fromEntries(
-  (Object.entries(FLAG_NAMES) as Array<[keyof AgentConfig, string]>).map(([field, flag]) => [flag.slice(2), field]),
-) as Record<string, keyof AgentConfig>;
+  (Object.entries(FLAG_NAMES) as Array<[SettingName, string]>).map(([field, flag]) => [flag.slice(2), field]),
+) as Record<string, SettingName>;
 
 export function parseAgentFlags(argv: string[]): RawAgentSettings {
   const values: Record<string, string | boolean | undefined> = parseFlags(
@@ -57,7 +77,6 @@ export function parseAgentFlags(argv: string[]): RawAgentSettings {
 
 export const agentCommand: Command = {
   name: 'agent',
-  summary: 'run the agent beside one master (election, oplog, snapshots, local API)',
   help,
   async run(argv) {
     let config: AgentConfig;

@@ -34,7 +34,6 @@ Examples:
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'live demo: 3 masters under write load, the leader killed every few seconds, zero writes lost',
   help,
   async run(argv) {
     const values: Record<string, string | boolean | undefined> = parseFlags(argv, {

@@ -1,16 +1,20 @@
 // `hotstandby status`: who leads, how far behind each standby is, the log
 // head, the latest snapshot and any pending switchover, as a table (or JSON).
 // Reads only; safe to run against a production cluster at any time.
+import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Etcd3 } from 'etcd3';
 import type { Redis } from 'ioredis';
 import type { Command } from '../command.ts';
 import { UsageError } from '../command.ts';
-import { parseEtcdEndpoints, readClusterView, type ClusterView } from '../../lib/clusterview.ts';
+import { openClusterStores, parseEtcdEndpoints, readClusterView, type ClusterView } from '../../lib/clusterview.ts';
+import { loadStoreCredentials, type StoreCredentials } from '../../lib/storeclients.ts';
 import { parseClusterId, type ClusterRef } from '../../lib/keys.ts';
 import { sleep } from '../../lib/time.ts';
 
 const help = `Usage: hotstandby status --cluster NS/NAME --etcd URL[,URL...] [--redis URL] [--json] [--watch]
+       hotstandby status NAME [-n NS] [--kubeconfig FILE] [--context CTX] [--json] [--watch]
+       kubectl hotstandby status NAME [-n NS]
 
 Shows one cluster as its agents publish it: the members (role, applied
 sequence, lag behind the log head, state, age of the last heartbeat) with the
@@ -22,8 +26,17 @@ Options:
   --etcd URLS         etcd endpoints, comma-separated http://host:port
   --redis URL         the stream server (redis://host:port): exact log head and fencing epoch;
                       without it the head is the highest sequence a member reports
+  --etcd-ca-file, --etcd-cert-file, --etcd-key-file PATH
+                      etcd over TLS (https:// endpoints): its CA, a client certificate and key
+  --redis-password-file PATH  the stream server's password (or HOTSTANDBY_REDIS_PASSWORD)
+  --redis-ca-file PATH        CA of a rediss:// stream server
   --json              print the same as one JSON object
   --watch             redraw every second until Ctrl-C
+
+With a cluster NAME instead of --cluster/--etcd, reads the HotStandbyCluster
+from Kubernetes (the status the operator publishes: leader, members and lag,
+log head, snapshot, failovers, conditions). The stores need not be reachable
+from here. Installed as kubectl-hotstandby, it is a kubectl plugin.
 
 Exit status: 0 when etcd was read, 1 when it could not be, 2 for bad flags.
 
@@ -44,10 +57,56 @@ export interface StoreFlags {
   cluster: ClusterRef;
   etcdEndpoints: string[];
   redisUrl: string | undefined;
+  credentials?: StoreCredentials;
 }
 
-/** Parses and checks --cluster, --etcd and --redis; throws UsageError naming the flag. */
-export function parseStoreFlags(values: { cluster?: string; etcd?: string; redis?: string }): StoreFlags {
+/** The credential flags `status` and `switchover` take, as the agent's (hotstandby agent --help). */
+export const CREDENTIAL_FLAGS = {
+  'etcd-ca-file': { type: 'string' },
+  'etcd-cert-file': { type: 'string' },
+  'etcd-key-file': { type: 'string' },
+  'redis-password-file': { type: 'string' },
+  'redis-ca-file': { type: 'string' },
+} as const;
+
+export type CredentialFlagValues = Partial<Record<keyof typeof CREDENTIAL_FLAGS, string>>;
+
+/** Reads the credential files; throws UsageError naming the flag and path of one that cannot be read. */
+export function parseCredentialFlags(values: CredentialFlagValues, env: NodeJS.ProcessEnv = process.env): StoreCredentials {
+  const files: Array<[keyof typeof CREDENTIAL_FLAGS, 'etcdCaFile' | 'etcdCertFile' | 'etcdKeyFile' | 'redisCaFile']> = [
+    ['etcd-ca-file', 'etcdCaFile'],
+    ['etcd-cert-file', 'etcdCertFile'],
+    ['etcd-key-file', 'etcdKeyFile'],
+    ['redis-ca-file', 'redisCaFile'],
+  ];
+  const paths: Record<string, string> = {};
+  for (const [flag, field] of files) {
+    const file = values[flag];
+    if (!file) continue;
+    try {
+      loadStoreCredentials({ [field]: file });
+    } catch (err) {
+      throw new UsageError(`--${flag}: ${(err as Error).message}`);
+    }
+    paths[field] = file;
+  }
+  if (Boolean(values['etcd-cert-file']) !== Boolean(values['etcd-key-file'])) {
+    throw new UsageError('--etcd-cert-file and --etcd-key-file go together: give both or neither');
+  }
+  let password = env.HOTSTANDBY_REDIS_PASSWORD || undefined;
+  if (values['redis-password-file']) {
+    try {
+      // As the agent does: one trailing newline of a mounted Secret key is not part of the password.
+      password = fs.readFileSync(values['redis-password-file'], 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new UsageError(`--redis-password-file: cannot read ${values['redis-password-file']}: ${(err as Error).message}`);
+    }
+  }
+  return loadStoreCredentials(paths, password);
+}
+
+/** Parses and checks --cluster, --etcd, --redis and the credential flags; throws UsageError naming the flag. */
+export function parseStoreFlags(values: { cluster?: string; etcd?: string; redis?: string } & CredentialFlagValues): StoreFlags {
   if (!values.cluster) throw new UsageError('--cluster is required: the cluster as namespace/name, e.g. --cluster default/mooncake');
   let cluster: ClusterRef;
   try {
@@ -64,35 +123,27 @@ export function parseStoreFlags(values: { cluster?: string; etcd?: string; redis
   if (values.redis !== undefined && !/^rediss?:\/\/[^\s]+$/.test(values.redis)) {
     throw new UsageError(`--redis must look like redis://host:port, got ${JSON.stringify(values.redis)}`);
   }
-  return { cluster, etcdEndpoints, redisUrl: values.redis };
+  const credentials = parseCredentialFlags(values);
+  if ((credentials.etcdTls?.ca || credentials.etcdTls?.cert) && etcdEndpoints.some((e) => !e.startsWith('https://'))) {
+    throw new UsageError(`--etcd: with etcd TLS files every endpoint must be https://host:port, got ${etcdEndpoints.join(',')}`);
+  }
+  if (credentials.redisCa && !values.redis?.startsWith('rediss://')) {
+    throw new UsageError('--redis-ca-file applies to TLS only: give --redis rediss://host:port');
+  }
+  return { cluster, etcdEndpoints, redisUrl: values.redis, credentials };
 }
 
-/** Store clients for one command run; close() releases both. */
+/** Store clients for one command run; close() releases both. A tool must answer: bounded retries, then report. */
 export async function openStores(flags: StoreFlags): Promise<{ etcd: Etcd3; redis: Redis | undefined; close(): void }> {
-  // Loaded here so `hotstandby --help` does not load the store clients.
-  const etcd3 = await import('etcd3');
-  const etcd = new etcd3.Etcd3({ hosts: flags.etcdEndpoints, dialTimeout: 3000 });
-  let redis: Redis | undefined;
-  if (flags.redisUrl) {
-    const ioredis = await import('ioredis');
-    // A tool must answer: one retry per command, a few reconnects, then report.
-    redis = new ioredis.Redis(flags.redisUrl, {
-      lazyConnect: true,
-      connectTimeout: 2000,
-      commandTimeout: 3000,
-      maxRetriesPerRequest: 1,
-      retryStrategy: (times) => (times > 2 ? null : 200),
+  try {
+    return await openClusterStores({
+      etcdEndpoints: flags.etcdEndpoints,
+      ...(flags.redisUrl ? { redisUrl: flags.redisUrl } : {}),
+      ...(flags.credentials ? { credentials: flags.credentials } : {}),
     });
-    redis.on('error', () => undefined); // reported through the failed read
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
-  return {
-    etcd,
-    redis,
-    close: () => {
-      etcd.close();
-      redis?.disconnect();
-    },
-  };
 }
 
 /** The message for an etcd that could not be read: names the endpoints and the flag. */
@@ -101,23 +152,35 @@ export function etcdUnreachable(endpoints: readonly string[], err: unknown): str
 }
 
 export async function runStatus(argv: string[], io: CommandIo): Promise<number> {
-  let values: { cluster?: string; etcd?: string; redis?: string; json?: boolean; watch?: boolean };
+  let values: { cluster?: string; etcd?: string; redis?: string; json?: boolean; watch?: boolean; namespace?: string; kubeconfig?: string; context?: string } & CredentialFlagValues;
+  let positionals: string[];
   try {
-    ({ values } = parseArgs({
+    ({ values, positionals } = parseArgs({
       args: argv,
       options: {
         cluster: { type: 'string' },
         etcd: { type: 'string' },
         redis: { type: 'string' },
+        ...CREDENTIAL_FLAGS,
         json: { type: 'boolean' },
         watch: { type: 'boolean' },
+        namespace: { type: 'string', short: 'n' },
+        kubeconfig: { type: 'string' },
+        context: { type: 'string' },
       },
-      allowPositionals: false,
+      allowPositionals: true,
       strict: true,
     }));
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  if (positionals.length > 1) throw new UsageError(`give one cluster name, got ${positionals.join(' ')}`);
+  if (positionals.length === 1) {
+    if (values.cluster || values.etcd || values.redis) throw new UsageError('give either a cluster NAME (read from Kubernetes) or --cluster/--etcd/--redis (read from the stores), not both');
+    const { runKubeStatus } = await import('../kube-status.ts');
+    return runKubeStatus({ name: positionals[0]!, namespace: values.namespace, kubeconfig: values.kubeconfig, context: values.context, json: values.json, watch: values.watch }, io);
+  }
+  if (values.namespace || values.kubeconfig || values.context) throw new UsageError('-n, --kubeconfig and --context go with a cluster NAME, e.g. hotstandby status mooncake -n prod');
   const flags = parseStoreFlags(values);
   const stores = await openStores(flags);
   try {
@@ -255,7 +318,6 @@ export function renderClusterView(view: ClusterView): string {
 
 export const statusCommand: Command = {
   name: 'status',
-  summary: 'show a cluster: leader, members with lag, log head, snapshot, pending switchover',
   help,
   async run(argv) {
     const controller = new AbortController();

@@ -10,14 +10,17 @@ import { UsageError } from '../command.ts';
 import { readClusterView, type ClusterView } from '../../lib/clusterview.ts';
 import { etcdKeys, type EtcdKeys } from '../../lib/keys.ts';
 import type { LeaderRecord } from '../../agent/types.ts';
+import { requestSwitchover, withdrawSwitchover } from '../../lib/switchover.ts';
 import { sleep, withTimeout } from '../../lib/time.ts';
-import { etcdUnreachable, formatAge, openStores, parseStoreFlags, renderClusterView, type CommandIo } from './status.ts';
+import { CREDENTIAL_FLAGS, etcdUnreachable, formatAge, openStores, parseStoreFlags, renderClusterView, type CommandIo, type CredentialFlagValues } from './status.ts';
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 const POLL_MS = 200;
 const CALL_TIMEOUT_MS = 3000;
 
 const help = `Usage: hotstandby switchover --cluster NS/NAME --etcd URL[,URL...] --to MEMBER [--timeout 30s] [--force]
+       hotstandby switchover NAME --to POD|any [-n NS] [--kubeconfig FILE] [--context CTX] [--timeout 30s]
+       kubectl hotstandby switchover NAME --to POD|any [-n NS]
 
 Moves leadership to MEMBER, a live standby, without losing acknowledged
 writes: the leader's agent stops taking writes, waits until MEMBER has applied
@@ -27,6 +30,8 @@ for about the time the target needs to catch up.
 Options:
   --cluster NS/NAME   the HotStandbyCluster (namespace/name)
   --etcd URLS         etcd endpoints, comma-separated http://host:port
+  --etcd-ca-file, --etcd-cert-file, --etcd-key-file PATH
+                      etcd over TLS (https:// endpoints): its CA, a client certificate and key
   --to MEMBER         the standby that should lead (see \`hotstandby status\`)
   --timeout DURATION  how long to wait for MEMBER to lead: 500ms, 30s, 2m (default 30s, 1s-1h)
   --force             replace a pending switchover request instead of refusing
@@ -35,6 +40,11 @@ Prints progress and how long the switchover took. When MEMBER already leads,
 there is nothing to do (exit 0). On timeout the request is withdrawn, the
 cluster's state is printed, and the exit status is 1; bad flags or a target
 that is not a standby exit 2 and change nothing.
+
+With a cluster NAME instead of --cluster/--etcd, it asks the operator: it sets
+the HotStandbyCluster's hotstandby.dev/switchover-to annotation (a pod, or any
+for the most caught-up healthy standby) and waits for status.switchover to say
+how it ended. The stores need not be reachable from here.
 
 Example:
   hotstandby switchover --cluster default/mooncake --etcd http://etcd:2379 --to mooncake-1`;
@@ -50,35 +60,48 @@ export function parseDuration(value: string, flag: string): number {
   return ms;
 }
 
-export interface SwitchoverRequestRecord {
-  target: string;
-  requestedAt: string;
-}
-
 function describeMembers(view: ClusterView): string {
   if (view.members.length === 0) return 'no members are registered';
   return 'members: ' + view.members.map((m) => `${m.member} (${m.isLeader ? 'leader' : m.role})`).join(', ');
 }
 
 export async function runSwitchover(argv: string[], io: CommandIo): Promise<number> {
-  let values: { cluster?: string; etcd?: string; to?: string; timeout?: string; force?: boolean };
+  let values: { cluster?: string; etcd?: string; to?: string; timeout?: string; force?: boolean; namespace?: string; kubeconfig?: string; context?: string } & CredentialFlagValues;
+  let positionals: string[];
   try {
-    ({ values } = parseArgs({
+    ({ values, positionals } = parseArgs({
       args: argv,
       options: {
         cluster: { type: 'string' },
         etcd: { type: 'string' },
+        'etcd-ca-file': CREDENTIAL_FLAGS['etcd-ca-file'],
+        'etcd-cert-file': CREDENTIAL_FLAGS['etcd-cert-file'],
+        'etcd-key-file': CREDENTIAL_FLAGS['etcd-key-file'],
         to: { type: 'string' },
         timeout: { type: 'string' },
         force: { type: 'boolean' },
+        namespace: { type: 'string', short: 'n' },
+        kubeconfig: { type: 'string' },
+        context: { type: 'string' },
       },
-      allowPositionals: false,
+      allowPositionals: true,
       strict: true,
     }));
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  const flags = parseStoreFlags({ ...(values.cluster !== undefined ? { cluster: values.cluster } : {}), ...(values.etcd !== undefined ? { etcd: values.etcd } : {}) });
+  const { to: _to, timeout: _timeout, force: _force, ...storeValues } = values;
+  if (positionals.length > 1) throw new UsageError(`give one cluster name, got ${positionals.join(' ')}`);
+  if (positionals.length === 1) {
+    if (values.cluster || values.etcd || values.force) throw new UsageError('give either a cluster NAME (asks the operator) or --cluster/--etcd (asks the stores directly), not both; --force goes with --cluster');
+    const target = values.to?.trim();
+    if (!target) throw new UsageError('--to is required: a pod of the cluster, or any, e.g. --to mooncake-1');
+    const timeoutMs = values.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(values.timeout, '--timeout');
+    const { runKubeSwitchover } = await import('../kube-switchover.ts');
+    return runKubeSwitchover({ name: positionals[0]!, namespace: values.namespace, kubeconfig: values.kubeconfig, context: values.context, target, timeoutMs }, io);
+  }
+  if (values.namespace || values.kubeconfig || values.context) throw new UsageError('-n, --kubeconfig and --context go with a cluster NAME, e.g. hotstandby switchover mooncake -n prod --to mooncake-1');
+  const flags = parseStoreFlags(storeValues);
   const target = values.to?.trim();
   if (!target) throw new UsageError('--to is required: the member that should lead, e.g. --to mooncake-1 (see `hotstandby status`)');
   const timeoutMs = values.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(values.timeout, '--timeout');
@@ -123,19 +146,14 @@ export async function runSwitchover(argv: string[], io: CommandIo): Promise<numb
 
     // ---- request: only if the leader, the target's registration and the
     // pending request are as just validated (one etcd transaction).
-    const request: SwitchoverRequestRecord = { target, requestedAt: new Date().toISOString() };
-    const requestJson = JSON.stringify(request);
-    let txn = stores.etcd.if(keys.leader, 'Create', '==', leader.epoch).and(keys.member(target), 'Version', '>', 0);
-    if (!view.switchover) txn = txn.and(keys.switchover, 'Version', '==', 0);
-    let written: boolean;
+    let requestJson: string | undefined;
     try {
-      const res = await withTimeout(txn.then(stores.etcd.put(keys.switchover).value(requestJson)).commit(), CALL_TIMEOUT_MS, 'etcd to store the request');
-      written = res.succeeded;
+      requestJson = await requestSwitchover({ etcd: stores.etcd, keys, leaderEpoch: leader.epoch, target, replace: Boolean(view.switchover) });
     } catch (err) {
       io.err(etcdUnreachable(flags.etcdEndpoints, err));
       return 1;
     }
-    if (!written) {
+    if (requestJson === undefined) {
       io.err('the cluster changed while the request was being written (a new leader, the target left, or another switchover was requested); nothing was written. Run the command again.');
       return 1;
     }
@@ -160,7 +178,7 @@ export async function runSwitchover(argv: string[], io: CommandIo): Promise<numb
         return 1;
       case 'timeout':
       case 'interrupted': {
-        const withdrawn = await withdraw(stores.etcd, keys, requestJson);
+        const withdrawn = await withdrawSwitchover(stores.etcd, keys, requestJson);
         const why = outcome.kind === 'timeout' ? `timed out after ${formatAge(timeoutMs)} waiting for ${target} to lead` : 'interrupted';
         io.err(`${why}; the request was ${withdrawn ? 'withdrawn' : 'already gone'}. Current state:`);
         try {
@@ -232,27 +250,12 @@ async function waitForSwitchover(opts: {
   return { kind: 'timeout' };
 }
 
-/** Deletes the request if it is still ours, so a late leader does not act on it. */
-async function withdraw(etcd: Etcd3, keys: EtcdKeys, requestJson: string): Promise<boolean> {
-  try {
-    const res = await withTimeout(
-      etcd.if(keys.switchover, 'Value', '==', requestJson).then(etcd.delete().key(keys.switchover)).commit(),
-      CALL_TIMEOUT_MS,
-      'etcd to withdraw the request',
-    );
-    return res.succeeded;
-  } catch {
-    return false;
-  }
-}
-
 function capitalize(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
 }
 
 export const switchoverCommand: Command = {
   name: 'switchover',
-  summary: 'move leadership to a chosen standby without losing writes',
   help,
   async run(argv) {
     const controller = new AbortController();

@@ -1,6 +1,7 @@
 //go:build tools
 
-// The binaries this module builds; scripts/build-control-plane.sh runs
+// The binaries this module builds (kubelet and kube-proxy for the dev cluster's
+// real node); scripts/build-control-plane.sh runs
 // `go build` on each of these packages.
 package tools
 
@@ -9,4 +10,6 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )

@@ -1,0 +1,19 @@
+// Preload (node --import) that records every module the process loads, ESM
+// and CommonJS alike, and writes their URLs, one a line, to the file named by
+// $HOTSTANDBY_MODULE_TRACE when the process exits. Tests use it to prove a
+// command does not load a library it does not use.
+import { writeFileSync } from 'node:fs';
+import { registerHooks } from 'node:module';
+import process from 'node:process';
+
+const out = process.env.HOTSTANDBY_MODULE_TRACE;
+if (out) {
+  const seen = new Set();
+  registerHooks({
+    load(url, context, nextLoad) {
+      seen.add(url);
+      return nextLoad(url, context);
+    },
+  });
+  process.on('exit', () => writeFileSync(out, [...seen].join('\n') + '\n'));
+}

@@ -1,0 +1,95 @@
+// Each process loads only the libraries it uses (issue 10): the agent and the
+// reference master run beside every master, so a library they load for
+// nothing is paid once per pod. Real `hotstandby agent` and `hotstandby
+// kvmaster` processes, on real etcd and redis-server, run until the agent has
+// registered and the master serves; a preload (test/harness/module-trace.mjs)
+// records every module each one loaded, ESM and CommonJS.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ManagedProcess } from '../../src/lib/childproc.ts';
+import { etcdKeys } from '../../src/lib/keys.ts';
+import { freePort, isPortOpen } from '../../src/lib/ports.ts';
+import { waitFor } from '../../src/lib/time.ts';
+import { useStores } from '../harness/stores.ts';
+
+const repo = path.resolve(import.meta.dirname, '../..');
+const bin = path.join(repo, 'bin', 'hotstandby.js');
+const tracer = path.join(repo, 'test', 'harness', 'module-trace.mjs');
+
+/** The npm packages among the loaded module URLs ("etcd3", "@grpc/grpc-js", ...). */
+function packagesOf(urls: string[]): Set<string> {
+  const out = new Set<string>();
+  for (const url of urls) {
+    const m = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url);
+    if (m) out.add(m[1]!);
+  }
+  return out;
+}
+
+function readTrace(file: string): string[] {
+  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
+}
+
+describe('module footprint of the per-pod processes', () => {
+  const stores = useStores();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-modules-'));
+  const cluster = { namespace: 'test', name: 'modules' };
+  let agentModules: Set<string>;
+  let masterModules: Set<string>;
+
+  const start = (name: string, args: string[]): ManagedProcess =>
+    new ManagedProcess({
+      name,
+      command: process.execPath,
+      args: ['--import', tracer, bin, ...args],
+      logFile: path.join(dir, `${name}.log`),
+      env: { ...process.env, HOTSTANDBY_FROM_SOURCE: '1', HOTSTANDBY_MODULE_TRACE: path.join(dir, `${name}.modules`) },
+    });
+
+  beforeAll(async () => {
+    const apiPort = await freePort();
+    const kvPort = await freePort();
+    const agent = start('agent', [
+      'agent', '--cluster', `${cluster.namespace}/${cluster.name}`, '--member', 'm-0', '--address', `127.0.0.1:${kvPort}`,
+      '--etcd', stores().etcd.endpoint, '--redis', stores().redis.url, '--api-listen', `127.0.0.1:${apiPort}`, '--log-level', 'warn',
+    ]);
+    const master = start('kvmaster', ['kvmaster', '--listen', `127.0.0.1:${kvPort}`, '--agent-api', `127.0.0.1:${apiPort}`, '--log-level', 'warn']);
+    const etcd = new Etcd3({ hosts: stores().etcd.endpoint });
+    try {
+      // Long enough for every code path of a running member: registered, serving, leading.
+      await waitFor(async () => (await etcd.get(etcdKeys(cluster).member('m-0')).exists()) && (await isPortOpen(kvPort)), {
+        timeoutMs: 30_000,
+        what: `the agent to register and the master to listen (logs in ${dir})`,
+      });
+      await waitFor(async () => ((await (await fetch(`http://127.0.0.1:${kvPort}/status`)).json()) as { writable: boolean }).writable, {
+        timeoutMs: 30_000,
+        what: 'the master to lead',
+      });
+    } finally {
+      etcd.close();
+      await Promise.all([master.stop(10_000), agent.stop(10_000)]);
+    }
+    agentModules = packagesOf(readTrace(path.join(dir, 'agent.modules')));
+    masterModules = packagesOf(readTrace(path.join(dir, 'kvmaster.modules')));
+  }, 90_000);
+
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('the agent never loads @kubernetes/client-node, nor any other command\'s code', () => {
+    // It did load its own stores' clients: the trace works.
+    expect(agentModules).toContain('etcd3');
+    expect(agentModules).toContain('ioredis');
+    expect(agentModules).not.toContain('@kubernetes/client-node');
+    const agentSrc = readTrace(path.join(dir, 'agent.modules')).filter((u) => u.includes('/src/'));
+    expect(agentSrc.filter((u) => /\/src\/(operator|devcluster|demo|kvmaster)\/|\/src\/cli\/commands\/(?!agent\.ts|index\.ts)/.test(u))).toEqual([]);
+  });
+
+  it('the reference master loads no store client and no Kubernetes client: only what it uses', () => {
+    expect([...masterModules].sort()).not.toContain('@kubernetes/client-node');
+    for (const unused of ['etcd3', 'ioredis', '@grpc/grpc-js', 'protobufjs']) expect(masterModules, unused).not.toContain(unused);
+    expect(masterModules).toContain('pino');
+  });
+});
