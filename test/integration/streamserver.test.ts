@@ -6,6 +6,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { OpLog, seqOfId } from '../../src/agent/oplog.ts';
+import { OpLogTailer } from '../../src/agent/tailer.ts';
 import { FencedError } from '../../src/agent/types.ts';
 import { streamKeys, type StreamKeys } from '../../src/lib/keys.ts';
 import { removeWorkDir, startStreamServer, type LocalStreamServer } from '../../src/lib/localstores.ts';
@@ -83,21 +84,23 @@ describeEachStreamServer('what the oplog relies on', (kind) => {
     }
   });
 
-  it('XREAD BLOCK wakes when a script adds entries', async () => {
+  it('XREAD BLOCK wakes when a script adds entries: the tailer, blocked, gets them at once', async () => {
     const keys = freshKeys();
     const oplog = new OpLog({ redis, keys, maxLength: 10_000, log });
     await oplog.raiseEpoch(1, 0);
     await oplog.append(1, ops(1, 'first'), 'x1');
-    const reader = new Redis(server.url);
+    // Read as the standbys read: the tailer's own connection, blocked far longer than the test waits.
+    const tailer = new OpLogTailer({ redis, keys, fromSeq: 2, log, blockMs: 20_000 });
     try {
-      const blocked = reader.xread('BLOCK', 20_000, 'STREAMS', keys.log, '1-0');
+      const blocked = tailer.next(new AbortController().signal);
       // Append only once the reader is parked, so the wake-up is what is tested.
       await waitFor(async () => /blocked_clients:[1-9]/.test(await redis.info('clients')), { timeoutMs: 5000, what: 'the XREAD to block' });
       await oplog.append(1, ops(3, 'woken'), 'x2');
-      const got = (await blocked) as Array<[string, Entry[]]> | null;
-      expect(got?.[0]?.[1].map((e) => e[0])).toEqual(['2-0', '3-0', '4-0']);
+      // A read that timed out, or missed what woke it, would be an idle event instead.
+      const got = await blocked;
+      expect(got.type === 'entries' ? got.entries.map((e) => e.seq) : got).toEqual([2, 3, 4]);
     } finally {
-      reader.disconnect();
+      await tailer.close();
     }
   });
 
