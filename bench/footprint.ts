@@ -25,7 +25,7 @@ import { Etcd3 } from 'etcd3';
 import { ManagedProcess, stopAllChildren } from '../src/lib/childproc.ts';
 import { imageRuntime } from './lib/image-runtime.ts';
 import { etcdKeys } from '../src/lib/keys.ts';
-import { removeWorkDir, startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../src/lib/localstores.ts';
+import { removeWorkDir, startEtcd, startStreamServer, type LocalEtcd, type LocalStreamServer } from '../src/lib/localstores.ts';
 import { freePort, isPortOpen } from '../src/lib/ports.ts';
 import { percentile, sleep, waitFor } from '../src/lib/time.ts';
 
@@ -165,7 +165,7 @@ async function measure(procs: Array<{ label: string; pid: number; aimRssMb?: num
 }
 
 let etcd: LocalEtcd | undefined;
-let redis: LocalRedis | undefined;
+let redis: LocalStreamServer | undefined;
 let etcdClient: Etcd3 | undefined;
 let stopDevCluster: (() => Promise<void>) | undefined;
 const cluster = { namespace: 'bench', name: 'footprint' };
@@ -197,7 +197,7 @@ async function main(): Promise<void> {
   const bare = start('bare-node', ['-e', 'setInterval(() => {}, 2 ** 30)']);
 
   progress('starting etcd and redis-server');
-  [etcd, redis] = await Promise.all([startEtcd({ workDir: path.join(work, 'etcd') }), startRedis({ workDir: path.join(work, 'redis') })]);
+  [etcd, redis] = await Promise.all([startEtcd({ workDir: path.join(work, 'etcd') }), startStreamServer({ kind: 'redis', workDir: path.join(work, 'redis') })]);
   etcdClient = new Etcd3({ hosts: etcd.endpoint });
   const keys = etcdKeys(cluster);
 

@@ -18,7 +18,7 @@ import { Etcd3, type Lease } from 'etcd3';
 import { startDevCluster } from '../src/devcluster/cluster.ts';
 import { ManagedProcess } from '../src/lib/childproc.ts';
 import { etcdKeys } from '../src/lib/keys.ts';
-import { startEtcd, startRedis } from '../src/lib/localstores.ts';
+import { startEtcd, startStreamServer } from '../src/lib/localstores.ts';
 import { freePort } from '../src/lib/ports.ts';
 import { sleep } from '../src/lib/time.ts';
 import { imageRuntime } from './lib/image-runtime.ts';
@@ -55,7 +55,7 @@ const requests = (m: Metrics): number => sum(m, 'hotstandby_kube_requests_total'
 
 err(`starting the test control plane, etcd and redis-server for ${N} clusters`);
 const kube = await startDevCluster({ nodes: Math.ceil((N * 3) / 100) + 1 });
-const [etcd, redis] = await Promise.all([startEtcd(), startRedis()]);
+const [etcd, redis] = await Promise.all([startEtcd(), startStreamServer()]);
 const publisher = new Etcd3({ hosts: etcd.endpoint });
 let operator: ManagedProcess | undefined;
 let heartbeat: NodeJS.Timeout | undefined;

@@ -74,6 +74,10 @@ checkout() {
 }
 
 work="$cache/build-$DRAGONFLY_VERSION-$srckey"
+# The work dir may be a symlink to an older work dir whose objects are still good (a change of
+# inputs that touches few files): CMake and ninja are given its real path, because the compile
+# commands name absolute paths and a new path would make ninja rebuild every object.
+[ -L "$work" ] && work=$(realpath "$work")
 src="$work/src" third="$work/third_party" build="$work/build"
 echo "==> Dragonfly $DRAGONFLY_VERSION from source in $work"
 # An interrupted build resumes: the sources stay as they were checked out (a fresh checkout

@@ -18,6 +18,14 @@ if [ -x scripts/build-control-plane.sh ] || [ -f scripts/build-control-plane.sh 
   export HOTSTANDBY_E2E=1
 fi
 
+# Dragonfly takes long to build from source, so it is never built here: its suites run
+# when scripts/build-dragonfly.sh has cached it, and are skipped (saying why) when not.
+if bash scripts/build-dragonfly.sh --print-path >/dev/null 2>&1; then
+  log_step "Dragonfly is built: the stream-server suites run on it and on redis-server"
+else
+  log_step "Dragonfly is not built: its suites are skipped (build it with: bash scripts/build-dragonfly.sh)"
+fi
+
 log_step "type-checking"
 tsc --noEmit -p .
 log_step "linting"

@@ -52,7 +52,10 @@ export class OpLogTailer {
 
   constructor(opts: OpLogTailerOptions) {
     if (!Number.isSafeInteger(opts.fromSeq) || opts.fromSeq < 1) throw new Error(`fromSeq must be an integer >= 1, got ${opts.fromSeq}`);
-    this.conn = opts.redis.duplicate();
+    // RESP2 on this connection: under RESP3 Dragonfly answers an XREAD BLOCK that a write woke
+    // with RESP2's array of [key, entries] instead of the map it sends otherwise, and ioredis,
+    // expecting the map, mangles it to [[key, entries], null]: the entries would be missed.
+    this.conn = opts.redis.duplicate({ protocol: 2 });
     this.conn.on('error', (err: Error) => opts.log.debug({ err: err.message }, 'tailer connection error'));
     this.keys = opts.keys;
     this.log = opts.log;

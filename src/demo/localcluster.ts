@@ -1,5 +1,5 @@
 // A whole hot-standby cluster on this machine, as real processes: etcd, a
-// Redis-protocol server, and N members, each an `hotstandby agent` plus an
+// Redis-protocol server (Dragonfly or redis-server), and N members, each an `hotstandby agent` plus an
 // `hotstandby kvmaster` child process on free loopback ports. The demo, the
 // failover tests and bench/failover.ts drive it.
 //
@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { ManagedProcess } from '../lib/childproc.ts';
 import { etcdKeys, type ClusterRef } from '../lib/keys.ts';
-import { startEtcd, startRedis, type LocalEtcd, type LocalRedis, type StartEtcdOptions, type StartRedisOptions } from '../lib/localstores.ts';
+import { startEtcd, startStreamServer, type LocalEtcd, type LocalStreamServer, type StartEtcdOptions, type StartStreamServerOptions, type StreamServerKind } from '../lib/localstores.ts';
 import { freePort, waitForPort } from '../lib/ports.ts';
 import { waitFor } from '../lib/time.ts';
 
@@ -33,12 +33,14 @@ export interface LocalClusterOptions {
   logLevel?: string;
   /** Extra `hotstandby agent` flags, e.g. ['--snapshot-every-entries', '500']. */
   agentArgs?: string[];
+  /** The stream server to run; default: chooseStreamServer() (Dragonfly when built). */
+  streamServer?: StreamServerKind;
   /** Member names (default kv-0, kv-1, ...); in Kubernetes tests, the pod names. Sets the count when given. */
   memberNames?: string[];
   /** Extra flags and environment for one member's agent, after agentArgs. */
   memberAgent?: (name: string) => { args?: string[]; env?: Record<string, string> };
   /** How to start the stores, e.g. etcd over TLS or Redis with a password (give the agents the credentials through agentArgs/memberAgent). */
-  stores?: { etcd?: Omit<StartEtcdOptions, 'workDir'>; redis?: Omit<StartRedisOptions, 'workDir'> };
+  stores?: { etcd?: Omit<StartEtcdOptions, 'workDir'>; redis?: Omit<StartStreamServerOptions, 'workDir' | 'kind'> };
 }
 
 export interface Member {
@@ -61,13 +63,14 @@ export interface MasterStatus {
 
 export class LocalCluster {
   readonly etcd: LocalEtcd;
-  readonly redis: LocalRedis;
+  /** The Redis-protocol stream server (Dragonfly or redis-server). */
+  readonly redis: LocalStreamServer;
   readonly members: Member[] = [];
   readonly workDir: string;
   readonly ref: ClusterRef;
-  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster' | 'memberNames' | 'memberAgent' | 'stores'>> & Pick<LocalClusterOptions, 'memberAgent'>;
+  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster' | 'streamServer' | 'memberNames' | 'memberAgent' | 'stores'>> & Pick<LocalClusterOptions, 'memberAgent'>;
 
-  private constructor(etcd: LocalEtcd, redis: LocalRedis, workDir: string, ref: ClusterRef, opts: LocalCluster['opts']) {
+  private constructor(etcd: LocalEtcd, redis: LocalStreamServer, workDir: string, ref: ClusterRef, opts: LocalCluster['opts']) {
     this.etcd = etcd;
     this.redis = redis;
     this.workDir = workDir;
@@ -86,9 +89,9 @@ export class LocalCluster {
     const names = options.memberNames ?? Array.from({ length: opts.members }, (_, i) => `kv-${i}`);
     const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-cluster-'));
     const etcd = await startEtcd({ ...options.stores?.etcd, workDir });
-    let redis: LocalRedis;
+    let redis: LocalStreamServer;
     try {
-      redis = await startRedis({ ...options.stores?.redis, workDir });
+      redis = await startStreamServer({ ...options.stores?.redis, workDir, ...(options.streamServer ? { kind: options.streamServer } : {}) });
     } catch (err) {
       await etcd.stop();
       throw err;

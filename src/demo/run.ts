@@ -4,6 +4,7 @@
 // lost is checked against the leader after every failover.
 import { LocalCluster, type Member, type MasterStatus } from './localcluster.ts';
 import { WriteLoad, findLostWrites } from './load.ts';
+import { chooseStreamServer, type StreamServerKind } from '../lib/localstores.ts';
 import { percentile, sleep, waitFor } from '../lib/time.ts';
 
 export interface DemoOptions {
@@ -17,6 +18,8 @@ export interface DemoOptions {
   /** Then this many kill -9 of the leader's master alone (its agent runs on); default 0. */
   masterCrashes?: number;
   rate: number;
+  /** Default: chooseStreamServer() (Dragonfly when built, else redis-server; HOTSTANDBY_STREAM_SERVER forces one). */
+  streamServer?: StreamServerKind;
   /** Live terminal view when given; otherwise progress lines go to `progress`. */
   screen?: NodeJS.WriteStream;
   progress: (line: string) => void;
@@ -34,6 +37,7 @@ export interface DemoSummary {
   masterCrashMs: Stats | null;
   leaseTtlSeconds: number;
   members: number;
+  streamServer: StreamServerKind;
   /** Every run's duration, in order, for plots. */
   runs: { failoverMs: number[]; switchoverMs: number[]; masterCrashMs: number[] };
 }
@@ -58,8 +62,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     if (events.length > 8) events.shift();
     if (!opts.screen) opts.progress(line);
   };
-  note(`starting etcd, redis-server and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s)`);
-  const cluster = await LocalCluster.start({ members: opts.members, leaseTtlSeconds: opts.leaseTtlSeconds, logLevel: 'warn' });
+  const streamServer = chooseStreamServer(opts.streamServer);
+  note(`starting etcd, ${streamServer === 'dragonfly' ? 'Dragonfly' : 'redis-server'} and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s)`);
+  const cluster = await LocalCluster.start({ members: opts.members, leaseTtlSeconds: opts.leaseTtlSeconds, logLevel: 'warn', streamServer });
   const load = new WriteLoad({ members: () => cluster.members, rate: opts.rate });
   const failoverMs: number[] = [];
   const switchoverMs: number[] = [];
@@ -183,6 +188,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     masterCrashMs: stats(masterCrashMs),
     leaseTtlSeconds: opts.leaseTtlSeconds,
     members: opts.members,
+    streamServer,
     runs: { failoverMs: failoverMs.map(Math.round), switchoverMs: switchoverMs.map(Math.round), masterCrashMs: masterCrashMs.map(Math.round) },
   };
 }
@@ -202,7 +208,7 @@ function render(
   const bold = (s: string): string => `\x1b[1m${s}\x1b[0m`;
   const lostText = lostWrites === 0 ? `\x1b[32m${lostWrites}\x1b[0m` : `\x1b[41;97m ${lostWrites} \x1b[0m`;
   const lines = [
-    bold(`hotstandby demo — cluster ${cluster.ref.namespace}/${cluster.ref.name}`) + '   (Ctrl-C to stop)',
+    bold(`hotstandby demo — cluster ${cluster.ref.namespace}/${cluster.ref.name}`) + `   stream server: ${cluster.redis.kind}   (Ctrl-C to stop)`,
     '',
     `leader: ${leaderRow ? `${bold(leaderRow.m.name)}  epoch ${leaderRow.s!.epoch}` : '\x1b[33m(electing)\x1b[0m'}`,
     '',

@@ -1,9 +1,9 @@
 // Where scripts/build-control-plane.sh puts the test control plane's binaries.
 // The versions live in one file, tools/controlplane/versions.env, read by both.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { hotstandbyCacheRoot } from '../lib/cacheroot.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const VERSIONS_FILE = path.join(REPO, 'tools', 'controlplane', 'versions.env');
@@ -27,10 +27,7 @@ export function readVersions(file = VERSIONS_FILE): Record<string, string> {
   return versions;
 }
 
-/** Where hotstandby keeps what it builds and runs locally: $HOTSTANDBY_CACHE, else ~/.cache/hotstandby. */
-export function hotstandbyCacheRoot(): string {
-  return process.env.HOTSTANDBY_CACHE ?? path.join(os.homedir(), '.cache', 'hotstandby');
-}
+export { hotstandbyCacheRoot };
 
 export function cacheDir(): string {
   return path.join(hotstandbyCacheRoot(), 'controlplane');

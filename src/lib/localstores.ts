@@ -1,11 +1,13 @@
-// Starts a real etcd and a real Redis-protocol server as child processes on
-// free loopback ports. Tests, benchmarks and `hotstandby demo` use this; it is
-// not used in a Kubernetes deployment, where the operator provisions the stores.
+// Starts a real etcd and a real Redis-protocol server (Dragonfly when built,
+// else redis-server) as child processes on free loopback ports. Tests,
+// benchmarks and `hotstandby demo` use this; it is not used in a Kubernetes deployment, where the operator provisions the stores.
 import fs from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import { ManagedProcess, findOnPath } from './childproc.ts';
+import { DRAGONFLY_BUILD_HINT, builtDragonfly, localDragonflyArgs } from './dragonfly.ts';
 import { freePort, waitForPort } from './ports.ts';
 
 /** Files for a store that serves TLS: its CA, and its own certificate and key. */
@@ -24,17 +26,6 @@ export interface LocalEtcd {
   dataDir: string;
   clientPort: number;
   peerPort: number;
-  stop(): Promise<void>;
-}
-
-export interface LocalRedis {
-  /** redis://127.0.0.1:PORT, or rediss:// when started with tls (the password is not in it). */
-  url: string;
-  /** Set when started with one (requirepass). */
-  password?: string;
-  workDir: string;
-  port: number;
-  process: ManagedProcess;
   stop(): Promise<void>;
 }
 
@@ -178,53 +169,146 @@ function httpsJson(port: number, tls: NonNullable<StartEtcdOptions['tls']>): Pro
   });
 }
 
-export interface StartRedisOptions {
+/** Which Redis-protocol server carries the operation log: Dragonfly (production) or redis-server. */
+export type StreamServerKind = 'dragonfly' | 'redis';
+export const STREAM_SERVER_KINDS: readonly StreamServerKind[] = ['dragonfly', 'redis'];
+/** Forces one kind for tests, benchmarks and the demo; unset, Dragonfly runs when it is built. */
+export const STREAM_SERVER_ENV = 'HOTSTANDBY_STREAM_SERVER';
+
+export class DragonflyNotBuiltError extends Error {
+  constructor(why: string) {
+    super(`${why}, but Dragonfly is not built: ${DRAGONFLY_BUILD_HINT}, or choose redis.`);
+    this.name = 'DragonflyNotBuiltError';
+  }
+}
+
+export class InvalidStreamServerError extends Error {
+  constructor(value: string, from: string) {
+    super(`${from}: "${value}" is not a stream server; use dragonfly or redis`);
+    this.name = 'InvalidStreamServerError';
+  }
+}
+
+/** Parses a stream-server name from a flag or the environment; the error names where it came from. */
+export function parseStreamServerKind(value: string, from: string): StreamServerKind {
+  if ((STREAM_SERVER_KINDS as readonly string[]).includes(value)) return value as StreamServerKind;
+  throw new InvalidStreamServerError(value, from);
+}
+
+/**
+ * The kind to start: the one asked for, else $HOTSTANDBY_STREAM_SERVER, else Dragonfly when
+ * its binary is built and redis-server when not.
+ */
+export function chooseStreamServer(requested?: StreamServerKind): StreamServerKind {
+  const env = process.env[STREAM_SERVER_ENV];
+  const kind = requested ?? (env ? parseStreamServerKind(env, STREAM_SERVER_ENV) : undefined);
+  if (kind) return kind;
+  return builtDragonfly() ? 'dragonfly' : 'redis';
+}
+
+export interface StartStreamServerOptions {
+  /** Default: chooseStreamServer(). */
+  kind?: StreamServerKind;
   workDir?: string;
   name?: string;
-  /** Require this password (requirepass). */
+  /**
+   * Restart on the port and snapshot directory of a stopped server (pass its port and dir):
+   * clients reconnect to the same URL, and Dragonfly loads the stream back from its snapshot.
+   */
+  reuse?: { port: number; dir: string };
+  /** Follow this primary (host:port) as a replica. */
+  replicaOf?: string;
+  /** Dragonfly's --lock_on_hashtags (default on, as in production); ignored by redis-server. */
+  lockOnHashtags?: boolean;
+  /** Require this password (--requirepass on both servers). */
   password?: string;
   /** Serve TLS only (no plain port), with this certificate; clients need not present one. */
   tls?: ServerTlsFiles;
 }
 
-export async function startRedis(opts: StartRedisOptions = {}): Promise<LocalRedis> {
-  // Dragonfly speaks the same protocol; prefer it when present, else redis-server.
-  const binary = requireBinary(['redis-server'], 'redis-server');
-  const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-redis-'));
-  const name = opts.name ?? 'redis';
+export interface LocalStreamServer {
+  kind: StreamServerKind;
+  /** redis://127.0.0.1:PORT, or rediss:// when started with tls (the password is not in it). */
+  url: string;
+  /** Set when started with one (requirepass). */
+  password?: string;
+  /** Holds the log and the snapshot directory; the caller removes it when done (see removeWorkDir). */
+  workDir: string;
+  /** Where the server writes and loads its snapshot (Dragonfly --dir). */
+  dir: string;
+  port: number;
+  binary: string;
+  process: ManagedProcess;
+  stop(): Promise<void>;
+}
+
+/** The snapshot file name the servers started here use (Dragonfly --dbfilename, Redis --dbfilename). */
+export const STREAM_SERVER_DBFILENAME = 'hotstandby';
+
+/** Starts a Redis-protocol server for the operation log: Dragonfly or redis-server (see chooseStreamServer). */
+export async function startStreamServer(opts: StartStreamServerOptions = {}): Promise<LocalStreamServer> {
+  const kind = opts.kind ?? chooseStreamServer();
+  let binary: string;
+  if (kind === 'dragonfly') {
+    const built = builtDragonfly();
+    if (!built) throw new DragonflyNotBuiltError('the dragonfly stream server was asked for');
+    binary = built;
+  } else {
+    binary = requireBinary(['redis-server'], 'redis-server');
+  }
+  const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), `hs-${kind}-`));
+  const name = opts.name ?? kind;
   let lastError = '';
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
-    const port = await freePort();
-    const child = new ManagedProcess({
-      name,
-      command: binary,
-      args: [
-        ...(opts.tls
-          ? [
-              '--port', '0',
-              '--tls-port', String(port),
-              '--tls-cert-file', opts.tls.certFile,
-              '--tls-key-file', opts.tls.keyFile,
-              '--tls-ca-cert-file', opts.tls.caFile,
-              '--tls-auth-clients', 'no',
-            ]
-          : ['--port', String(port)]),
-        ...(opts.password !== undefined ? ['--requirepass', opts.password] : []),
-        '--bind', '127.0.0.1',
-        '--save', '',
-        '--appendonly', 'no',
-        '--protected-mode', 'no',
-        '--dir', workDir,
-        '--loglevel', 'warning',
-      ],
-      logFile: path.join(workDir, `${name}.log`),
-    });
-    if ((await waitForPort(port, READY_TIMEOUT_MS)) && child.running) {
+    const port = opts.reuse?.port ?? (await freePort());
+    const dir = opts.reuse?.dir ?? path.join(workDir, `${name}-data-${attempt}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const args =
+      kind === 'dragonfly'
+        ? [
+            ...localDragonflyArgs({
+              port,
+              dir,
+              dbfilename: STREAM_SERVER_DBFILENAME,
+              ...(opts.lockOnHashtags !== undefined ? { lockOnHashtags: opts.lockOnHashtags } : {}),
+              ...(opts.replicaOf ? { replicaOf: opts.replicaOf } : {}),
+            }),
+            // The main port serves TLS only; no CA is given, since with one Dragonfly demands client certificates.
+            ...(opts.tls ? ['--tls', `--tls_cert_file=${opts.tls.certFile}`, `--tls_key_file=${opts.tls.keyFile}`] : []),
+            ...(opts.password !== undefined ? [`--requirepass=${opts.password}`] : []),
+          ]
+        : [
+            ...(opts.tls
+              ? [
+                  '--port', '0',
+                  '--tls-port', String(port),
+                  '--tls-cert-file', opts.tls.certFile,
+                  '--tls-key-file', opts.tls.keyFile,
+                  '--tls-ca-cert-file', opts.tls.caFile,
+                  '--tls-auth-clients', 'no',
+                ]
+              : ['--port', String(port)]),
+            ...(opts.password !== undefined ? ['--requirepass', opts.password] : []),
+            '--bind', '127.0.0.1',
+            // No periodic saves (tests stay fast); SHUTDOWN and SAVE still write dir/dbfilename.
+            '--save', '',
+            '--appendonly', 'no',
+            '--protected-mode', 'no',
+            '--dir', dir,
+            '--dbfilename', `${STREAM_SERVER_DBFILENAME}.rdb`,
+            '--loglevel', 'warning',
+            ...(opts.replicaOf ? ['--replicaof', ...opts.replicaOf.split(':')] : []),
+          ];
+    const child = new ManagedProcess({ name, command: binary, args, logFile: path.join(workDir, `${name}.log`) });
+    if ((await waitForPort(port, READY_TIMEOUT_MS)) && child.running && (await answersCommands(port, opts))) {
       return {
+        kind,
         url: `${opts.tls ? 'rediss' : 'redis'}://127.0.0.1:${port}`,
         ...(opts.password !== undefined ? { password: opts.password } : {}),
         workDir,
+        dir,
         port,
+        binary,
         process: child,
         stop: async () => {
           await child.stop();
@@ -234,7 +318,37 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<LocalRed
     lastError = child.tail();
     await child.stop(1000);
   }
-  throw new Error(`redis-server did not become ready after ${START_ATTEMPTS} attempts; last log lines:\n${lastError}`);
+  throw new Error(`${kind} did not become ready after ${START_ATTEMPTS} attempts; last log lines:\n${lastError}`);
+}
+
+/** True once the server answers a data command (a restarted one refuses them with LOADING until its snapshot is in). */
+async function answersCommands(port: number, auth: Pick<StartStreamServerOptions, 'password' | 'tls'>): Promise<boolean> {
+  const client = new Redis({
+    host: '127.0.0.1',
+    port,
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    ...(auth.password !== undefined ? { password: auth.password } : {}),
+    ...(auth.tls ? { tls: { ca: fs.readFileSync(auth.tls.caFile) } } : {}),
+  });
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  try {
+    await client.connect();
+    while (Date.now() < deadline) {
+      try {
+        await client.dbsize();
+        return true;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    return false;
+  } catch {
+    return false;
+  } finally {
+    client.disconnect();
+  }
 }
 
 /** Removes a store's work directory (data and logs) after it has stopped. */

@@ -21,7 +21,7 @@ import { makeTestPki } from '../harness/tls.ts';
 import { WriteLoad, findLostWrites } from '../../src/demo/load.ts';
 import { ManagedProcess } from '../../src/lib/childproc.ts';
 import { etcdKeys, streamKeys } from '../../src/lib/keys.ts';
-import { startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../../src/lib/localstores.ts';
+import { startEtcd, startStreamServer, type LocalEtcd, type LocalStreamServer } from '../../src/lib/localstores.ts';
 import { freePort } from '../../src/lib/ports.ts';
 import { sleep, waitFor } from '../../src/lib/time.ts';
 
@@ -36,7 +36,7 @@ const TTL = 2;
 describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
   const kube = useDevCluster({ nodes: 2 });
   let etcd: LocalEtcd;
-  let redis: LocalRedis;
+  let redis: LocalStreamServer;
   let workDir: string;
   let operatorKubeconfig: string;
   let operator: { proc: ManagedProcess; port: number } | undefined;
@@ -128,7 +128,7 @@ describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
   beforeAll(async () => {
     const c = kube();
     workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-op-e2e-'));
-    [etcd, redis] = await Promise.all([startEtcd(), startRedis()]);
+    [etcd, redis] = await Promise.all([startEtcd(), startStreamServer()]);
     await run(c.binaries.helm, ['--kubeconfig', c.kubeconfig, 'install', 'hso', CHART, '--namespace', OPERATOR_NS, '--create-namespace', '--set', 'replicaCount=1', '--wait', '--timeout', '120s'], { timeout: 180_000 });
     await k(['create', 'namespace', NS]);
     // The operator runs here as a process, but with the chart's ServiceAccount: what it may do is what the chart grants.
@@ -370,7 +370,7 @@ describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
   it('external stores behind TLS (etcd with client certificates) and a password (redis-server): the operator and the agents use the Secrets', async () => {
     const pki = makeTestPki(path.join(workDir, 'pki'));
     const tlsEtcd = await startEtcd({ tls: { certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile, clientCertAuth: true, clientCert: { certFile: pki.clientCertFile, keyFile: pki.clientKeyFile } } });
-    const pwRedis = await startRedis({ password: 'e2e-s3cret' });
+    const pwRedis = await startStreamServer({ password: 'e2e-s3cret' });
     try {
       await k(['create', 'secret', 'generic', 'etcd-tls', '-n', NS, `--from-file=ca.crt=${pki.caFile}`, `--from-file=tls.crt=${pki.clientCertFile}`, `--from-file=tls.key=${pki.clientKeyFile}`]);
       await k(['create', 'secret', 'generic', 'stream-password', '-n', NS, '--from-literal=password=e2e-s3cret']);

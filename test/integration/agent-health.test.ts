@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useStores } from '../harness/stores.ts';
 import { Agent } from '../../src/agent/agent.ts';
 import { resolveAgentConfig } from '../../src/agent/config.ts';
-import { removeWorkDir, startRedis, type LocalRedis } from '../../src/lib/localstores.ts';
+import { removeWorkDir, startStreamServer, type LocalStreamServer } from '../../src/lib/localstores.ts';
 import { silentLogger } from '../../src/lib/log.ts';
 import { freePort, isPortOpen } from '../../src/lib/ports.ts';
 import { waitFor } from '../../src/lib/time.ts';
@@ -16,7 +16,7 @@ import { waitFor } from '../../src/lib/time.ts';
 describe('agent probe endpoints', () => {
   const stores = useStores();
   let dir: string;
-  let redis: LocalRedis;
+  let redis: LocalStreamServer;
   let agent: Agent | undefined;
   let base: string;
   let port: number;
@@ -24,7 +24,7 @@ describe('agent probe endpoints', () => {
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-health-'));
     // A stream server of its own: the test stops it.
-    redis = await startRedis();
+    redis = await startStreamServer();
     port = await freePort();
     base = `http://127.0.0.1:${port}`;
     const config = resolveAgentConfig(

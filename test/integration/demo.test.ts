@@ -2,10 +2,11 @@
 // write load with no acknowledged write lost; Ctrl-C leaves no child behind.
 import { spawn, execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { runDemo } from '../../src/demo/run.ts';
 import { waitFor } from '../../src/lib/time.ts';
 import { isProcessAlive as alive } from '../../src/lib/childproc.ts';
+import { describeEachStreamServer } from '../harness/stores.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
 
@@ -28,7 +29,7 @@ function descendants(pid: number): number[] {
   return found;
 }
 
-describe('hotstandby demo', () => {
+describeEachStreamServer('hotstandby demo', (streamServer) => {
   it('20 consecutive failovers, then master crashes with their agents alive, under load lose no acknowledged write', async () => {
     const progress: string[] = [];
     const summary = await runDemo({
@@ -39,9 +40,11 @@ describe('hotstandby demo', () => {
       switchovers: 2,
       masterCrashes: 3,
       rate: 150,
+      streamServer,
       progress: (line) => progress.push(line),
       signal: new AbortController().signal,
     });
+    expect(summary.streamServer).toBe(streamServer);
     expect(summary.failovers).toBe(20);
     expect(summary.switchovers).toBe(2);
     expect(summary.runs.masterCrashMs).toHaveLength(3);
@@ -53,7 +56,7 @@ describe('hotstandby demo', () => {
   }, 300_000);
 
   it('Ctrl-C ends the demo with a summary and leaves no child process behind', async () => {
-    const child = spawn(process.execPath, [BIN, 'demo', '--failovers', '100', '--lease-ttl', '2', '--interval', '1', '--json'], {
+    const child = spawn(process.execPath, [BIN, 'demo', '--failovers', '100', '--lease-ttl', '2', '--interval', '1', '--stream-server', streamServer, '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -68,7 +71,8 @@ describe('hotstandby demo', () => {
       child.kill('SIGINT');
       const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
       expect(code).toBe(0);
-      const summary = JSON.parse(stdout) as { failovers: number; lostWrites: number };
+      const summary = JSON.parse(stdout) as { failovers: number; lostWrites: number; streamServer: string };
+      expect(summary.streamServer).toBe(streamServer);
       expect(summary.failovers).toBeGreaterThanOrEqual(1);
       expect(summary.lostWrites).toBe(0);
       await waitFor(() => spawned.every((p) => !alive(p)), { timeoutMs: 10_000, what: 'every child of the demo to be gone' });

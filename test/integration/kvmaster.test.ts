@@ -1,10 +1,11 @@
-// The reference master with real agents, etcd and redis-server, all as
+// The reference master with real agents, etcd and a stream server (Dragonfly and redis-server), all as
 // separate processes (src/demo/localcluster.ts): writes, redirects, failover
 // without losing an acknowledged write, snapshots, and a fenced old leader.
 import http from 'node:http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { LocalCluster, type Member } from '../../src/demo/localcluster.ts';
 import { sleep, waitFor } from '../../src/lib/time.ts';
+import { describeEachStreamServer } from '../harness/stores.ts';
 
 async function put(m: Member, key: string, value: string): Promise<Response> {
   return fetch(`http://${m.kvAddress}/kv/${encodeURIComponent(key)}`, { method: 'PUT', body: value, signal: AbortSignal.timeout(10_000) });
@@ -14,11 +15,11 @@ async function get(m: Member, key: string, stale = false): Promise<Response> {
   return fetch(`http://${m.kvAddress}/kv/${encodeURIComponent(key)}${stale ? '?stale=1' : ''}`, { signal: AbortSignal.timeout(5000) });
 }
 
-describe('kvmaster with real agents', () => {
+describeEachStreamServer('kvmaster with real agents', (streamServer) => {
   let cluster: LocalCluster;
 
   beforeAll(async () => {
-    cluster = await LocalCluster.start({ members: 3, leaseTtlSeconds: 2, agentArgs: ['--snapshot-every-entries', '300'] });
+    cluster = await LocalCluster.start({ members: 3, leaseTtlSeconds: 2, streamServer, agentArgs: ['--snapshot-every-entries', '300'] });
   }, 90_000);
 
   afterAll(async () => {

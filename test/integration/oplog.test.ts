@@ -1,4 +1,4 @@
-// The operation log on a real redis-server: fenced, consecutive, checksummed
+// The operation log on a real Dragonfly and redis-server: fenced, consecutive, checksummed
 // appends; raiseEpoch; and a tailer that refuses every real fault (gap,
 // duplicate, crc, trimmed, reset) with a resync instead of handing it on.
 import { Redis } from 'ioredis';
@@ -10,14 +10,14 @@ import { FencedError, entryChecksumInput } from '../../src/agent/types.ts';
 import { crc32c } from '../../src/lib/crc32c.ts';
 import { streamKeys, type StreamKeys } from '../../src/lib/keys.ts';
 import { silentLogger } from '../../src/lib/log.ts';
-import { useStores } from '../harness/stores.ts';
+import { describeEachStreamServer, useStores } from '../harness/stores.ts';
 
 const log = silentLogger();
 const ops = (n: number, tag = 'v'): Array<{ op: string; key: string; payload: string }> =>
   Array.from({ length: n }, (_, i) => ({ op: 'put', key: `k${i}`, payload: `${tag}${i}` }));
 
-describe('OpLog and OpLogTailer on a real redis-server', () => {
-  const stores = useStores();
+describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
+  const stores = useStores({ streamServer });
   let redis: Redis;
   let keys: StreamKeys;
   let oplog: OpLog;

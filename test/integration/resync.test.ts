@@ -1,11 +1,12 @@
 // A standby meets a corrupt entry in the log: it must not apply it, and must
 // converge from the leader's next snapshot instead. Real agents, masters,
-// etcd and redis-server, as separate processes.
+// etcd and the stream server (Dragonfly and redis-server), as separate processes.
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { LocalCluster, type Member } from '../../src/demo/localcluster.ts';
 import { streamKeys } from '../../src/lib/keys.ts';
 import { waitFor } from '../../src/lib/time.ts';
+import { describeEachStreamServer } from '../harness/stores.ts';
 
 async function put(m: Member, key: string, value: string): Promise<number> {
   const res = await fetch(`http://${m.kvAddress}/kv/${key}`, { method: 'PUT', body: value, signal: AbortSignal.timeout(10_000) });
@@ -18,12 +19,12 @@ async function staleGet(m: Member, key: string): Promise<string | undefined> {
   return res.status === 200 ? ((await res.json()) as { value: string }).value : undefined;
 }
 
-describe('resync from a snapshot after a corrupt entry', () => {
+describeEachStreamServer('resync from a snapshot after a corrupt entry', (streamServer) => {
   let cluster: LocalCluster;
   let redis: Redis;
 
   beforeAll(async () => {
-    cluster = await LocalCluster.start({ members: 2, leaseTtlSeconds: 2, agentArgs: ['--snapshot-every-entries', '200', '--snapshot-interval', '0'] });
+    cluster = await LocalCluster.start({ members: 2, leaseTtlSeconds: 2, streamServer, agentArgs: ['--snapshot-every-entries', '200', '--snapshot-interval', '0'] });
     redis = new Redis(cluster.redis.url);
   }, 90_000);
 

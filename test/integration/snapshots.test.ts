@@ -1,17 +1,17 @@
-// Snapshots on real etcd + redis-server: chunked round trips, keep N (and the
+// Snapshots on real etcd + Dragonfly and redis-server: chunked round trips, keep N (and the
 // dropped chunks go), the leadership guard, and corruption detected on read.
 import { randomBytes } from 'node:crypto';
 import { Etcd3 } from 'etcd3';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { SnapshotCorruptError, SnapshotStore, SNAPSHOT_CHUNK_BYTES } from '../../src/agent/snapshots.ts';
 import { NotLeaderError } from '../../src/agent/types.ts';
 import { etcdKeys, streamKeys } from '../../src/lib/keys.ts';
 import { silentLogger } from '../../src/lib/log.ts';
-import { useStores } from '../harness/stores.ts';
+import { describeEachStreamServer, useStores } from '../harness/stores.ts';
 
-describe('SnapshotStore on real etcd and redis-server', () => {
-  const stores = useStores();
+describeEachStreamServer('SnapshotStore on real etcd', (streamServer) => {
+  const stores = useStores({ streamServer });
   let etcd: Etcd3;
   let redis: Redis;
   let n = 0;

@@ -8,9 +8,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Etcd3 } from 'etcd3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeEachStreamServer } from '../harness/stores.ts';
 import { makeTestPki, type TestPki } from '../harness/tls.ts';
-import { removeWorkDir, startEtcd, startRedis, type LocalEtcd, type LocalRedis } from '../../src/lib/localstores.ts';
+import { removeWorkDir, startEtcd, startStreamServer, type LocalEtcd, type LocalStreamServer } from '../../src/lib/localstores.ts';
 import { LocalCluster } from '../../src/demo/localcluster.ts';
 import { Agent } from '../../src/agent/agent.ts';
 import { resolveAgentConfig, type RawAgentSettings } from '../../src/agent/config.ts';
@@ -21,12 +22,12 @@ import { silentLogger } from '../../src/lib/log.ts';
 
 const PASSWORD = 's3cret pass';
 
-describe('stores with credentials', () => {
+describeEachStreamServer('stores with credentials', (kind) => {
   let dir: string;
   let pki: TestPki;
   let etcd: LocalEtcd;
-  let redis: LocalRedis;
-  let redisTls: LocalRedis;
+  let redis: LocalStreamServer;
+  let redisTls: LocalStreamServer;
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-creds-'));
@@ -34,8 +35,8 @@ describe('stores with credentials', () => {
     const server = { caFile: pki.caFile, certFile: pki.serverCertFile, keyFile: pki.serverKeyFile };
     [etcd, redis, redisTls] = await Promise.all([
       startEtcd({ tls: { ...server, clientCertAuth: true, clientCert: { certFile: pki.clientCertFile, keyFile: pki.clientKeyFile } } }),
-      startRedis({ password: PASSWORD }),
-      startRedis({ password: PASSWORD, tls: server, name: 'redis-tls' }),
+      startStreamServer({ kind, password: PASSWORD }),
+      startStreamServer({ kind, password: PASSWORD, tls: server, name: `${kind}-tls` }),
     ]);
   }, 60_000);
 
@@ -103,6 +104,7 @@ describe('stores with credentials', () => {
     fs.writeFileSync(passwordFile, `${PASSWORD}\n`); // as a Secret key mounted as a file often is
     const cluster = await LocalCluster.start({
       members: 2,
+      streamServer: kind,
       leaseTtlSeconds: 2,
       stores: {
         etcd: { tls: { caFile: pki.caFile, certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, clientCertAuth: true, clientCert: { certFile: pki.clientCertFile, keyFile: pki.clientKeyFile } } },

@@ -20,6 +20,7 @@ const flags = (maxmemory: number, threads: number): string[] => [
   '--cache_mode=false',
   `--maxmemory=${maxmemory}`,
   `--proactor_threads=${threads}`,
+  '--version_check=false',
 ];
 
 describe('Dragonfly StatefulSet', () => {

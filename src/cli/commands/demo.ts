@@ -3,9 +3,10 @@ import type { Command } from '../command.ts';
 import { UsageError, intFlag, parseFlags } from '../command.ts';
 
 const help = `Usage: hotstandby demo [--members 3] [--lease-ttl 5] [--interval 8] [--rate 200]
-                       [--failovers N] [--switchovers M] [--json]
+                       [--failovers N] [--switchovers M] [--stream-server dragonfly|redis] [--json]
 
-Starts etcd and redis-server (found on PATH) as child processes, three
+Starts etcd (found on PATH) and a stream server as child processes: Dragonfly
+when scripts/build-dragonfly.sh has built it, else redis-server (on PATH). Then three
 kvmaster+agent pairs and a steady write load; kills the leader (kill -9) every
 --interval seconds, restarts it as a standby, and shows live who leads, each
 member's lag, each failover's duration and the count of acknowledged writes
@@ -19,9 +20,12 @@ Options:
   --rate N           writes per second (default 200)
   --failovers N      stop after N failovers (default: run until Ctrl-C)
   --switchovers M    then do M planned switchovers (default 0)
+  --stream-server K  dragonfly or redis (default: Dragonfly when built, else redis;
+                     [HOTSTANDBY_STREAM_SERVER])
   --json             no live view: progress on stderr, one JSON summary on stdout
                      {failovers, switchovers, ackedWrites, failedWrites, lostWrites,
-                      failoverMs {p50,p99,max}, switchoverMs, leaseTtlSeconds, members};
+                      failoverMs {p50,p99,max}, switchoverMs, leaseTtlSeconds, members,
+                      streamServer};
                      exit code 1 when any acknowledged write was lost
 
 Examples:
@@ -39,6 +43,7 @@ export const demoCommand: Command = {
       rate: { type: 'string' },
       failovers: { type: 'string' },
       switchovers: { type: 'string' },
+      'stream-server': { type: 'string' },
       json: { type: 'boolean' },
     });
     const str = (k: string): string | undefined => values[k] as string | undefined;
@@ -52,7 +57,14 @@ export const demoCommand: Command = {
       ...(str('failovers') !== undefined ? { failovers: intFlag(str('failovers'), 'failovers', 0, 10_000, 0) } : {}),
     };
     const { runDemo } = await import('../../demo/run.ts');
-    const { MissingBinaryError } = await import('../../lib/localstores.ts');
+    const { MissingBinaryError, DragonflyNotBuiltError, InvalidStreamServerError, parseStreamServerKind } = await import('../../lib/localstores.ts');
+    const kind = str('stream-server');
+    let streamServer;
+    try {
+      streamServer = kind === undefined ? undefined : parseStreamServerKind(kind, '--stream-server');
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
     const stop = new AbortController();
     const onSignal = (): void => stop.abort();
     process.on('SIGINT', onSignal);
@@ -61,6 +73,7 @@ export const demoCommand: Command = {
     try {
       const summary = await runDemo({
         ...opts,
+        ...(streamServer ? { streamServer } : {}),
         ...(live ? { screen: process.stdout } : {}),
         progress: (line) => process.stderr.write(`${line}\n`),
         signal: stop.signal,
@@ -74,7 +87,9 @@ export const demoCommand: Command = {
       }
       return summary.lostWrites === 0 ? 0 : 1;
     } catch (err) {
-      if (err instanceof MissingBinaryError) throw new UsageError(err.message);
+      if (err instanceof MissingBinaryError || err instanceof DragonflyNotBuiltError || err instanceof InvalidStreamServerError) {
+        throw new UsageError(err.message);
+      }
       throw err;
     } finally {
       process.off('SIGINT', onSignal);

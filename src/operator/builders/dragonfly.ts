@@ -7,6 +7,7 @@
 import type { V1Container, V1ResourceRequirements, V1Service, V1StatefulSet } from '@kubernetes/client-node';
 import { DRAGONFLY_DEFAULT_IMAGE, DRAGONFLY_DEFAULT_MEMORY, DRAGONFLY_DEFAULT_RESOURCES, DRAGONFLY_MIN_MEMORY_PER_THREAD_BYTES } from '../../api/defaults.ts';
 import type { HotStandbyCluster } from '../../api/v1alpha1.ts';
+import { dragonflyServingArgs } from '../../lib/dragonfly.ts';
 import { childLabels, podSelector } from './labels.ts';
 import { childMeta } from './meta.ts';
 import { DRAGONFLY_PORT, dragonflyName } from './names.ts';
@@ -17,8 +18,6 @@ import { DATA_VOLUME, dataVolume } from './storage.ts';
 const DATA_MOUNT = '/data';
 /** Snapshot file base name in /data (fixed, so each snapshot replaces the last and a restart loads it). */
 export const DRAGONFLY_DB_FILENAME = 'hotstandby';
-/** Every minute (Dragonfly's cron has minute granularity); plus a snapshot at every clean shutdown. */
-export const DRAGONFLY_SNAPSHOT_CRON = '* * * * *';
 /** Threads when the resources name no CPU: the cluster's keys live on one shard anyway (one hash tag). */
 const DEFAULT_THREADS = 2;
 /** Share of the container's memory given to --maxmemory; the rest covers connections and snapshot buffers. */
@@ -56,18 +55,18 @@ export function dragonflySizing(managed: Managed): DragonflySizing {
   return { memory, maxmemoryBytes, threads, resources };
 }
 
-/** The server's flags (the image's entrypoint runs `dragonfly --logtostderr` with them). */
+/**
+ * The server's flags (the image's entrypoint runs `dragonfly --logtostderr` with them): the
+ * serving flags the local Dragonfly of tests and benchmarks also runs with.
+ */
 export function dragonflyArgs(sizing: DragonflySizing): string[] {
-  return [
-    `--port=${DRAGONFLY_PORT}`,
-    '--lock_on_hashtags',
-    `--dir=${DATA_MOUNT}`,
-    `--dbfilename=${DRAGONFLY_DB_FILENAME}`,
-    `--snapshot_cron=${DRAGONFLY_SNAPSHOT_CRON}`,
-    '--cache_mode=false',
-    `--maxmemory=${sizing.maxmemoryBytes}`,
-    `--proactor_threads=${sizing.threads}`,
-  ];
+  return dragonflyServingArgs({
+    port: DRAGONFLY_PORT,
+    dir: DATA_MOUNT,
+    dbfilename: DRAGONFLY_DB_FILENAME,
+    maxmemoryBytes: sizing.maxmemoryBytes,
+    threads: sizing.threads,
+  });
 }
 
 export function dragonflyStatefulSet(hsc: HotStandbyCluster): V1StatefulSet | undefined {
