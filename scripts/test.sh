@@ -18,6 +18,9 @@ if [ -x scripts/build-control-plane.sh ] || [ -f scripts/build-control-plane.sh 
   export HOTSTANDBY_E2E=1
 fi
 
+log_step "building the linearizability checker when not cached"
+bash scripts/build-linearizability.sh >/dev/null
+
 log_step "type-checking"
 tsc --noEmit -p .
 log_step "linting"
