@@ -33,7 +33,7 @@ export interface InjectedFault {
 
 export interface FaultKind {
   name: string;
-  /** One line for --help and docs/chaos.md. */
+  /** One line for docs/chaos.md and the --help text in src/cli/commands/chaos.ts (test/unit/chaos-cli.test.ts checks it names every kind). */
   summary: string;
   /** In the default set of `hotstandby chaos` (a kind that needs set-up, say network namespaces, may not be). */
   byDefault: boolean;
@@ -97,6 +97,3 @@ export const FAULT_KINDS: readonly FaultKind[] = [
   },
 ];
 
-export function faultKind(name: string): FaultKind | undefined {
-  return FAULT_KINDS.find((k) => k.name === name);
-}

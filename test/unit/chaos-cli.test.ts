@@ -1,7 +1,7 @@
 // `hotstandby chaos` flag handling: bad flags are refused naming the flag,
 // before anything starts; the --help list of fault kinds matches the registry.
 import { describe, expect, it } from 'vitest';
-import { FAULT_KIND_NAMES, chaosCommand } from '../../src/cli/commands/chaos.ts';
+import { chaosCommand } from '../../src/cli/commands/chaos.ts';
 import { UsageError } from '../../src/cli/command.ts';
 import { FAULT_KINDS } from '../../src/chaos/faults.ts';
 import { seededRandom, stats } from '../../src/chaos/run.ts';
@@ -24,8 +24,7 @@ describe('hotstandby chaos flags', () => {
     expect((err as Error).message).toMatch(message);
   });
 
-  it('lists every default fault kind of the registry in --help', () => {
-    expect([...FAULT_KIND_NAMES].sort()).toEqual(FAULT_KINDS.filter((k) => k.byDefault).map((k) => k.name).sort());
+  it('names every fault kind of the registry in --help', () => {
     for (const k of FAULT_KINDS) expect(chaosCommand.help).toContain(k.name);
   });
 });

@@ -3,10 +3,6 @@
 import type { Command } from '../command.ts';
 import { UsageError, intFlag, parseFlags } from '../command.ts';
 
-// Kept here (not imported from src/chaos/faults.ts) so --help loads nothing;
-// test/unit/chaos-cli.test.ts checks the two lists agree.
-export const FAULT_KIND_NAMES = ['kill-leader', 'kill-leader-master', 'kill-standby', 'pause-leader'] as const;
-
 const help = `Usage: hotstandby chaos --minutes M [--seed S] [--members 3] [--json]
                         [--lease-ttl 2] [--interval 2] [--rate 100] [--read-rate 100]
                         [--faults kind,...] [--out DIR] [--keep-history]
@@ -58,14 +54,15 @@ function minutesFlag(value: string | undefined): number {
   return n;
 }
 
-function faultsFlag(value: string | undefined): string[] {
-  if (value === undefined) return [...FAULT_KIND_NAMES];
-  const names = value.split(',').map((s) => s.trim()).filter(Boolean);
-  const unknown = names.filter((n) => !(FAULT_KIND_NAMES as readonly string[]).includes(n));
+/** The kinds named by --faults (default: every kind in the default set). */
+function faultsFlag<K extends { name: string; byDefault: boolean }>(value: string | undefined, all: readonly K[]): K[] {
+  if (value === undefined) return all.filter((k) => k.byDefault);
+  const names = [...new Set(value.split(',').map((s) => s.trim()).filter(Boolean))];
+  const unknown = names.filter((n) => !all.some((k) => k.name === n));
   if (names.length === 0 || unknown.length > 0) {
-    throw new UsageError(`--faults: unknown kind ${JSON.stringify(unknown[0] ?? value)}; choose from ${FAULT_KIND_NAMES.join(', ')}`);
+    throw new UsageError(`--faults: unknown kind ${JSON.stringify(unknown[0] ?? value)}; choose from ${all.map((k) => k.name).join(', ')}`);
   }
-  return [...new Set(names)];
+  return names.map((n) => all.find((k) => k.name === n)!);
 }
 
 export const chaosCommand: Command = {
@@ -94,12 +91,12 @@ export const chaosCommand: Command = {
     const intervalSeconds = intFlag(str('interval'), 'interval', 0, 3600, 2);
     const rate = intFlag(str('rate'), 'rate', 1, 20_000, 100);
     const readRate = intFlag(str('read-rate'), 'read-rate', 0, 20_000, 100);
-    const kindNames = faultsFlag(str('faults'));
+    const { FAULT_KINDS } = await import('../../chaos/faults.ts');
+    const kinds = faultsFlag(str('faults'), FAULT_KINDS);
     const out = str('out');
     if (out !== undefined && out.trim() === '') throw new UsageError('--out must name a directory');
 
     const { runChaos, defaultOutDir } = await import('../../chaos/run.ts');
-    const { faultKind } = await import('../../chaos/faults.ts');
     const { MissingBinaryError } = await import('../../lib/localstores.ts');
     const stop = new AbortController();
     const onSignal = (): void => stop.abort();
@@ -116,7 +113,7 @@ export const chaosCommand: Command = {
         intervalSeconds,
         rate,
         readRate,
-        kinds: kindNames.map((n) => faultKind(n)!),
+        kinds,
         outDir: out ?? defaultOutDir(seed),
         keepHistory: values['keep-history'] === true,
         ...(live ? { screen: process.stdout } : {}),
