@@ -86,6 +86,8 @@ export function stats(values: readonly number[]): Stats | null {
 
 export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   const started = performance.now();
+  /** The fault clock starts with the load (cluster start-up does not count toward --minutes). */
+  let loadStarted = started;
   const random = seededRandom(opts.seed);
   const events: string[] = [];
   const note = (line: string): void => {
@@ -118,19 +120,20 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   let view: NodeJS.Timeout | undefined;
   let leaderName = '';
   const render = (): string =>
-    renderTable({ opts, kindCount, kindMs, load, readers, lostWrites, events, leaderName, elapsedS: (performance.now() - started) / 1000, linearizable: check?.linearizable });
+    renderTable({ opts, kindCount, kindMs, load, readers, lostWrites, events, leaderName, elapsedS: (performance.now() - loadStarted) / 1000, linearizable: check?.linearizable });
   try {
     const first = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
     leaderName = first.name;
     note(`${first.name} leads; load starts: ${opts.rate} writes/s, ${opts.readRate} reads/s`);
     load.start();
     readers.start();
+    loadStarted = performance.now();
     if (opts.screen) {
       const screen = opts.screen;
       view = setInterval(() => screen.write(render()), 500);
     }
     await waitFor(() => load.stats.acked > 0, { timeoutMs: STEP_TIMEOUT_MS, what: 'the first acknowledged write', signal: opts.signal });
-    const deadline = started + opts.minutes * 60_000;
+    const deadline = loadStarted + opts.minutes * 60_000;
     while (!opts.signal.aborted) {
       await sleep(opts.intervalSeconds * 1000 * (0.5 + random()), opts.signal);
       if (performance.now() >= deadline) break;
