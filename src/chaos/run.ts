@@ -159,8 +159,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     }
   } catch (err) {
     if (!opts.signal.aborted) {
-      error = (err as Error).message;
+      // The summary keeps the first line; the whole message (say, a process's log tail) goes to progress.
+      error = (err as Error).message.split('\n')[0]!;
       note(`stopped: ${error}`);
+      if (opts.screen || (err as Error).message !== error) opts.progress((err as Error).message);
     }
   } finally {
     if (view) clearInterval(view);
