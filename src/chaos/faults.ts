@@ -15,6 +15,8 @@ export interface FaultContext {
   leaseTtlSeconds: number;
   random: () => number;
   signal: AbortSignal;
+  /** An event line for the run's table / progress. */
+  note: (line: string) => void;
 }
 
 export interface InjectedFault {
@@ -40,6 +42,23 @@ export interface FaultKind {
   inject(ctx: FaultContext): Promise<InjectedFault>;
 }
 
+/**
+ * Restarts a killed member as a kubelet would: when a process exits during
+ * start-up (an agent whose first registration failed, say, with etcd slow under
+ * load), it is started again, up to 3 times; each retry is noted.
+ */
+async function restartAsKubelet(ctx: FaultContext, m: Member): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await ctx.cluster.restart(m);
+      return;
+    } catch (err) {
+      if (attempt >= 3 || ctx.signal.aborted) throw err;
+      ctx.note(`restart of ${m.name} failed (${(err as Error).message.split('\n')[0]}); starting it again`);
+    }
+  }
+}
+
 function pick<T>(items: readonly T[], random: () => number): T {
   return items[Math.floor(random() * items.length)]!;
 }
@@ -49,9 +68,10 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     name: 'kill-leader',
     summary: "kill -9 the leader's agent and master, restart them as a standby",
     byDefault: true,
-    async inject({ cluster, leader }) {
+    async inject(ctx) {
+      const { cluster, leader } = ctx;
       cluster.kill(leader);
-      return { victim: leader, what: `kill -9 ${leader.name} (leader: agent + master)`, failover: true, heal: () => cluster.restart(leader) };
+      return { victim: leader, what: `kill -9 ${leader.name} (leader: agent + master)`, failover: true, heal: () => restartAsKubelet(ctx, leader) };
     },
   },
   {
@@ -67,13 +87,14 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     name: 'kill-standby',
     summary: 'kill -9 a standby (agent + master), restart it',
     byDefault: true,
-    async inject({ cluster, leader, random }) {
+    async inject(ctx) {
+      const { cluster, leader, random } = ctx;
       const victim = pick(
         cluster.members.filter((m) => m !== leader),
         random,
       );
       cluster.kill(victim);
-      return { victim, what: `kill -9 ${victim.name} (standby)`, failover: false, heal: () => cluster.restart(victim) };
+      return { victim, what: `kill -9 ${victim.name} (standby)`, failover: false, heal: () => restartAsKubelet(ctx, victim) };
     },
   },
   {

@@ -141,7 +141,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       leaderName = leader.name;
       const kind = opts.kinds[Math.floor(random() * opts.kinds.length)]!;
       const t0 = performance.now();
-      const fault = await kind.inject({ cluster, leader, leaseTtlSeconds: opts.leaseTtlSeconds, random, signal: opts.signal });
+      const fault = await kind.inject({ cluster, leader, leaseTtlSeconds: opts.leaseTtlSeconds, random, signal: opts.signal, note });
       kindCount.set(kind.name, kindCount.get(kind.name)! + 1);
       note(fault.what);
       let ms: number;
