@@ -58,7 +58,8 @@ function start(args: string[]) {
 describe('hotstandby chaos', () => {
   it('a one-minute seeded run of every default fault kind loses no acknowledged write and its history is linearizable', async () => {
     const out = path.join(dir, 'short');
-    const run = start(['--minutes', '1', '--seed', '20261127', '--interval', '1', '--json', '--out', out, '--keep-history']);
+    // Seed 1's first four faults are one of each kind (the kind sequence depends on the seed only).
+    const run = start(['--minutes', '1', '--seed', '1', '--interval', '1', '--json', '--out', out, '--keep-history']);
     try {
       const code = await run.exited;
       const summary = JSON.parse(run.out.stdout) as Summary;
@@ -66,7 +67,8 @@ describe('hotstandby chaos', () => {
       expect(code).toBe(0);
       expect(Object.keys(summary.byKind).sort()).toEqual(FAULT_KINDS.filter((k) => k.byDefault).map((k) => k.name).sort());
       expect(summary.faults).toBe(Object.values(summary.byKind).reduce((a, k) => a + k.faults, 0));
-      expect(summary.faults).toBeGreaterThanOrEqual(5);
+      expect(summary.faults).toBeGreaterThanOrEqual(4);
+      for (const [kind, k] of Object.entries(summary.byKind)) expect(k.faults, kind).toBeGreaterThanOrEqual(1);
       expect(summary.ackedWrites).toBeGreaterThan(1000);
       expect(summary.failoverMs!.p50).toBeGreaterThan(0);
       expect(summary.failoverMs!.p99).toBeGreaterThanOrEqual(summary.failoverMs!.p50);
