@@ -26,6 +26,9 @@ else
   log_step "Dragonfly is not built: its suites are skipped (build it with: bash scripts/build-dragonfly.sh)"
 fi
 
+log_step "building the linearizability checker when not cached"
+bash scripts/build-linearizability.sh >/dev/null
+
 log_step "type-checking"
 tsc --noEmit -p .
 log_step "linting"

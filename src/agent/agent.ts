@@ -238,7 +238,10 @@ export class Agent implements LocalApiBackend {
   // ---------------------------------------------------------------- status
 
   status(): RoleStatus {
-    return this.board.get();
+    const s = this.board.get();
+    // Past the local lease deadline the answer is "not writable" even if the
+    // demotion has not run yet (say, just after a SIGCONT): the master's reads rely on it.
+    return s.writable && !this.election.holdsLeadership() ? { ...s, writable: false } : s;
   }
 
   waitForStatusChange(afterVersion: number, timeoutMs: number, signal: AbortSignal): Promise<RoleStatus> {

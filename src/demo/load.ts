@@ -6,6 +6,8 @@
 // acknowledged value is fine (a later write may have landed without its
 // acknowledgement arriving); anything older, or nothing, is a lost write.
 import type { Member } from './localcluster.ts';
+import type { HistoryRecorder } from '../chaos/history.ts';
+import { outcomeOfStatus } from '../chaos/history.ts';
 import { sleep } from '../lib/time.ts';
 
 export interface LoadOptions {
@@ -14,6 +16,8 @@ export interface LoadOptions {
   rate: number;
   clients?: number;
   keysPerClient?: number;
+  /** Records every attempt (client = the writer's index) for the linearizability checker. */
+  history?: HistoryRecorder;
 }
 
 export interface AckEvent {
@@ -30,7 +34,7 @@ export class WriteLoad {
   /** key → last acknowledged value (a counter). */
   readonly ledger = new Map<string, number>();
   readonly stats: LoadStats = { acked: 0, failed: 0 };
-  private readonly opts: Required<LoadOptions>;
+  private readonly opts: Required<Omit<LoadOptions, 'history'>> & Pick<LoadOptions, 'history'>;
   private readonly stopped = new AbortController();
   private running: Promise<void>[] = [];
   private ackListeners: Array<(e: AckEvent) => void> = [];
@@ -42,6 +46,35 @@ export class WriteLoad {
 
   start(): void {
     for (let c = 0; c < this.opts.clients; c++) this.running.push(this.client(c));
+  }
+
+  /**
+   * Milliseconds from `t0` (performance.now()) to the first write acknowledged
+   * by a member `match` accepts; rejects after `timeoutMs` or when `signal` aborts.
+   */
+  firstAckAfter(t0: number, match: (m: Member) => boolean, timeoutMs: number, signal: AbortSignal): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`no write was acknowledged within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        off();
+        signal.removeEventListener('abort', onAbort);
+      };
+      const onAbort = (): void => {
+        done();
+        reject(new Error('stopped'));
+      };
+      const off = this.onAck((e) => {
+        if (e.at > t0 && match(e.member)) {
+          done();
+          resolve(e.at - t0);
+        }
+      });
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   /** Called for every acknowledged write (the failover clock stops at the new leader's first). */
@@ -65,7 +98,7 @@ export class WriteLoad {
     while (!signal.aborted) {
       const key = `c${c}-k${counter % this.opts.keysPerClient}`;
       counter++;
-      await this.writeOnce(key, counter, signal);
+      await this.writeOnce(c, key, counter, signal);
       next += intervalMs;
       const wait = next - performance.now();
       if (wait > 0) await sleep(wait, signal).catch(() => undefined);
@@ -74,7 +107,7 @@ export class WriteLoad {
   }
 
   /** Tries one write until it is acknowledged, refused for good, or 3 s pass. */
-  private async writeOnce(key: string, value: number, signal: AbortSignal): Promise<void> {
+  private async writeOnce(c: number, key: string, value: number, signal: AbortSignal): Promise<void> {
     const deadline = Date.now() + 3000;
     while (!signal.aborted && Date.now() < deadline) {
       const member = this.pickTarget();
@@ -82,13 +115,18 @@ export class WriteLoad {
         await sleep(50, signal).catch(() => undefined);
         continue;
       }
+      const record = this.opts.history?.begin(c, 'put', key, member.name, String(value));
       try {
         const res = await fetch(`http://${member.kvAddress}/kv/${key}`, {
           method: 'PUT',
           body: String(value),
           signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]),
         });
-        await res.arrayBuffer();
+        const body = await res.text();
+        if (record) {
+          const answer = parseAnswer(body);
+          record({ ok: outcomeOfStatus(res.status, answer.error?.code), value: null, epoch: answer.epoch ?? null });
+        }
         if (res.status === 200) {
           this.ledger.set(key, value);
           this.stats.acked++;
@@ -99,7 +137,9 @@ export class WriteLoad {
         // 409 names the leader; anything else: try the next member shortly.
         const leader = res.headers.get('x-leader');
         this.target = (leader && this.opts.members().find((m) => m.kvAddress === leader)) || this.nextMember(member);
-      } catch {
+      } catch (err) {
+        // Refused connections never carried the request; anything else may have.
+        record?.({ ok: connectionRefused(err) ? false : null, value: null, epoch: null });
         this.target = this.nextMember(member);
       }
       await sleep(20, signal).catch(() => undefined);
@@ -116,6 +156,19 @@ export class WriteLoad {
     const all = this.opts.members();
     return all[(all.indexOf(after) + 1) % all.length];
   }
+}
+
+function parseAnswer(body: string): { epoch?: number; error?: { code?: string } } {
+  try {
+    return JSON.parse(body) as { epoch?: number; error?: { code?: string } };
+  } catch {
+    return {};
+  }
+}
+
+/** True when fetch failed because nothing listened (the request was never sent). */
+export function connectionRefused(err: unknown): boolean {
+  return (err as { cause?: { code?: string } } | undefined)?.cause?.code === 'ECONNREFUSED';
 }
 
 /** Reads every ledger key from the leader; returns the keys whose acknowledged write is missing. */

@@ -86,30 +86,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     }
     await waitFor(() => load.stats.acked > 0, { timeoutMs: STEP_TIMEOUT_MS, what: 'the first acknowledged write', signal: opts.signal });
 
-    /** Time from `t0` to the first write acknowledged by `by` (or by anyone but `notBy`). */
-    const firstAckAfter = (t0: number, match: (m: Member) => boolean): Promise<number> =>
-      new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`no write was acknowledged within ${STEP_TIMEOUT_MS / 1000} s`));
-        }, STEP_TIMEOUT_MS);
-        const done = (): void => {
-          clearTimeout(timer);
-          off();
-          opts.signal.removeEventListener('abort', onAbort);
-        };
-        const onAbort = (): void => {
-          done();
-          reject(new Error('stopped'));
-        };
-        const off = load.onAck((e) => {
-          if (e.at > t0 && match(e.member)) {
-            done();
-            resolve(e.at - t0);
-          }
-        });
-        opts.signal.addEventListener('abort', onAbort, { once: true });
-      });
+    /** Time from `t0` to the first write acknowledged by a member `match` accepts. */
+    const firstAckAfter = (t0: number, match: (m: Member) => boolean): Promise<number> => load.firstAckAfter(t0, match, STEP_TIMEOUT_MS, opts.signal);
 
     const verify = async (): Promise<void> => {
       const leader = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });

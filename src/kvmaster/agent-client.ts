@@ -68,6 +68,11 @@ export class AgentClient {
     return this.json('GET', `/v1/role${query}`, undefined, timeoutMs + this.timeoutMs) as Promise<RoleStatus>;
   }
 
+  /** The agent's role now (no long-poll), answered within timeoutMs or an error. */
+  roleNow(timeoutMs: number): Promise<RoleStatus> {
+    return this.json('GET', '/v1/role', undefined, timeoutMs) as Promise<RoleStatus>;
+  }
+
   append(entries: Array<{ op: string; key: string; payload: string }>): Promise<{ epoch: number; firstSeq: number; lastSeq: number }> {
     return this.json('POST', '/v1/log/append', { entries }) as Promise<{ epoch: number; firstSeq: number; lastSeq: number }>;
   }

@@ -44,6 +44,15 @@ interface PendingWrite {
   reject(err: Error): void;
 }
 
+/**
+ * A read as leader is served only when the agent confirmed, in a round trip
+ * begun after the read arrived and shorter than this, that this master still
+ * leads: the agent answers from its local lease deadline, which falls the
+ * demote margin (100 ms at least) before the lease can expire on the server,
+ * so no newer leader can have acknowledged a write by then.
+ */
+const READ_CONFIRM_MAX_MS = 100;
+
 /** How long a client should wait before retrying a 503 (Retry-After, seconds). */
 const RETRY_AFTER_SECONDS = 1;
 
@@ -85,6 +94,9 @@ export class KvMaster {
   /** Between the agent saying writable and this master being ready to write (stop following, catch up). */
   private enteringWriteMode = false;
   private roleLoopDone: Promise<void> = Promise.resolve();
+  /** The leadership confirmation in flight for reads, and the one queued after it (see confirmLeading). */
+  private confirming: Promise<void> | undefined;
+  private nextConfirm: Promise<void> | undefined;
   /** New for every process: the agent tells a restarted master from the one before (X-Master-Instance). */
   readonly instance = randomUUID();
 
@@ -303,6 +315,52 @@ export class KvMaster {
     return new WriteRefused(409, `not the leader (this member is ${s?.role ?? 'starting'})`, this.leaderAddress());
   }
 
+  /**
+   * Resolves once the agent confirmed that this master still leads, in a
+   * round trip that began after the call: a deposed leader whose agent is
+   * frozen (SIGSTOP, a long GC pause) still believes it leads and would serve
+   * reads older than writes a new leader has acknowledged. Reads that arrive
+   * while a confirmation is in flight share the next one.
+   */
+  private confirmLeading(): Promise<void> {
+    if (this.nextConfirm) return this.nextConfirm;
+    const start = (): Promise<void> => {
+      const p: Promise<void> = this.confirmOnce().finally(() => {
+        if (this.confirming === p) this.confirming = undefined;
+      });
+      this.confirming = p;
+      return p;
+    };
+    if (!this.confirming) return start();
+    const next = this.confirming
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .then(() => {
+        this.nextConfirm = undefined;
+        return start();
+      });
+    this.nextConfirm = next;
+    return next;
+  }
+
+  private async confirmOnce(): Promise<void> {
+    const epoch = this.status?.epoch;
+    const sent = performance.now();
+    let s: RoleStatus;
+    try {
+      s = await this.client.roleNow(1000);
+    } catch (err) {
+      throw new WriteRefused(503, `cannot confirm with the agent that this member still leads (${(err as Error).message}); retry shortly`);
+    }
+    const tookMs = performance.now() - sent;
+    if (!s.writable || s.epoch !== epoch || !this.writable) throw this.notServing();
+    if (tookMs > READ_CONFIRM_MAX_MS) {
+      throw new WriteRefused(503, `the agent confirmed leadership too slowly (${Math.round(tookMs)} ms) to vouch for a read; retry shortly`);
+    }
+  }
+
   private write(op: 'put' | 'delete', key: string, payload: string): Promise<{ seq: number; epoch: number }> {
     if (!this.writable || this.closed) return Promise.reject(this.notServing());
     return new Promise((resolve, reject) => {
@@ -413,6 +471,7 @@ export class KvMaster {
           if (refusal.status === 409) throw new WriteRefused(409, `${refusal.message}; add ?stale=1 to read this standby`, refusal.leader);
           throw refusal;
         }
+        if (url.searchParams.get('stale') !== '1') await this.confirmLeading();
         const value = this.store.get(key);
         return value === undefined
           ? send(res, 404, { error: { code: 'not_found', message: `no key ${JSON.stringify(key)}` } })

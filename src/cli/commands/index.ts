@@ -22,6 +22,11 @@ export const commands: readonly CommandEntry[] = [
     load: async () => (await import('./demo.ts')).demoCommand,
   },
   {
+    name: 'chaos',
+    summary: 'seeded random faults (kill -9, SIGSTOP) under load; checks lost writes and linearizability (Porcupine)',
+    load: async () => (await import('./chaos.ts')).chaosCommand,
+  },
+  {
     name: 'agent',
     summary: 'run the agent beside one master (election, oplog, snapshots, local API)',
     load: async () => (await import('./agent.ts')).agentCommand,

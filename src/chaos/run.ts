@@ -1,0 +1,278 @@
+// `hotstandby chaos`: a local cluster (src/demo/localcluster.ts) under a
+// steady write + read load whose every client operation is recorded, with
+// seeded random faults (./faults.ts) until the time is up. At the end the
+// acknowledged writes are read back (none may be lost) and the history is
+// checked for linearizability with Porcupine (./linearizability.ts).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { LocalCluster, type Member } from '../demo/localcluster.ts';
+import { WriteLoad, findLostWrites } from '../demo/load.ts';
+import { percentile, sleep, waitFor } from '../lib/time.ts';
+import type { FaultKind } from './faults.ts';
+import { HistoryRecorder } from './history.ts';
+import { checkHistory, type LinearizabilityResult } from './linearizability.ts';
+import { ReadLoad } from './readers.ts';
+
+export interface ChaosOptions {
+  minutes: number;
+  seed: number;
+  members: number;
+  leaseTtlSeconds: number;
+  kinds: readonly FaultKind[];
+  /** Mean seconds of steady load between a recovery and the next fault (jittered 0.5-1.5x). */
+  intervalSeconds: number;
+  /** Writes and reads per second. */
+  rate: number;
+  readRate: number;
+  /** Where the history (and on failure Porcupine's visualization) goes. */
+  outDir: string;
+  /** Keep the history even when everything passed. */
+  keepHistory: boolean;
+  /** Live table when given; otherwise progress lines go to `progress`. */
+  screen?: NodeJS.WriteStream;
+  progress: (line: string) => void;
+  signal: AbortSignal;
+}
+
+export interface Stats {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export interface ChaosSummary {
+  faults: number;
+  byKind: Record<string, { faults: number; failoverMs: Stats | null }>;
+  ackedWrites: number;
+  lostWrites: number;
+  /** null when the check could not run (the reason is in `error`). */
+  linearizable: boolean | 'unknown' | null;
+  /** Over the kinds that move leadership (fault to the first write acknowledged by a new leader). */
+  failoverMs: Stats | null;
+  failedWrites: number;
+  reads: number;
+  historyOps: number;
+  seed: number;
+  members: number;
+  leaseTtlSeconds: number;
+  seconds: number;
+  /** The history file when kept (on failure, or with --keep-history); the visualization on a linearizability failure. */
+  history: string | null;
+  visualization: string | null;
+  failingKeys: string[];
+  /** Why the run stopped early, when it did (other than Ctrl-C). */
+  error: string | null;
+}
+
+const STEP_TIMEOUT_MS = 60_000;
+
+/** A small seeded generator (mulberry32): the same seed gives the same fault sequence. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function stats(values: readonly number[]): Stats | null {
+  if (values.length === 0) return null;
+  return { p50: Math.round(percentile(values, 50)), p99: Math.round(percentile(values, 99)), max: Math.round(Math.max(...values)) };
+}
+
+export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
+  const started = performance.now();
+  /** The fault clock starts with the load (cluster start-up does not count toward --minutes). */
+  let loadStarted = started;
+  const random = seededRandom(opts.seed);
+  const events: string[] = [];
+  const note = (line: string): void => {
+    events.push(`${new Date().toISOString().slice(11, 19)}  ${line}`);
+    if (events.length > 8) events.shift();
+    if (!opts.screen) opts.progress(line);
+  };
+  const kindMs = new Map<string, number[]>(opts.kinds.map((k) => [k.name, []]));
+  const kindCount = new Map<string, number>(opts.kinds.map((k) => [k.name, 0]));
+  const failoverMs: number[] = [];
+  const history = new HistoryRecorder();
+  let lostWrites = 0;
+  let error: string | null = null;
+  let check: LinearizabilityResult | undefined;
+
+
+  note(`seed ${opts.seed}: starting etcd, redis-server and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s)`);
+  const cluster = await LocalCluster.start({ members: opts.members, leaseTtlSeconds: opts.leaseTtlSeconds, logLevel: 'warn' });
+  const writers = 4;
+  const load = new WriteLoad({ members: () => cluster.members, rate: opts.rate, clients: writers, keysPerClient: 20, history });
+  const readers = new ReadLoad({
+    members: () => cluster.members,
+    history,
+    rate: opts.readRate,
+    readers: 2,
+    firstClientId: writers,
+    keys: () => [...load.ledger.keys()],
+    random: seededRandom(opts.seed ^ 0x5eed),
+  });
+  let view: NodeJS.Timeout | undefined;
+  let leaderName = '';
+  const render = (): string =>
+    renderTable({ opts, kindCount, kindMs, load, readers, lostWrites, events, leaderName, elapsedS: (performance.now() - loadStarted) / 1000, linearizable: check?.linearizable });
+  try {
+    const first = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+    leaderName = first.name;
+    note(`${first.name} leads; load starts: ${opts.rate} writes/s, ${opts.readRate} reads/s`);
+    load.start();
+    readers.start();
+    loadStarted = performance.now();
+    if (opts.screen) {
+      const screen = opts.screen;
+      view = setInterval(() => screen.write(render()), 500);
+    }
+    await waitFor(() => load.stats.acked > 0, { timeoutMs: STEP_TIMEOUT_MS, what: 'the first acknowledged write', signal: opts.signal });
+    const deadline = loadStarted + opts.minutes * 60_000;
+    while (!opts.signal.aborted) {
+      await sleep(opts.intervalSeconds * 1000 * (0.5 + random()), opts.signal);
+      if (performance.now() >= deadline) break;
+      const leader = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+      leaderName = leader.name;
+      const kind = opts.kinds[Math.floor(random() * opts.kinds.length)]!;
+      const t0 = performance.now();
+      const fault = await kind.inject({ cluster, leader, leaseTtlSeconds: opts.leaseTtlSeconds, random, signal: opts.signal, note });
+      kindCount.set(kind.name, kindCount.get(kind.name)! + 1);
+      note(fault.what);
+      let ms: number;
+      try {
+        ms = await load.firstAckAfter(t0, fault.failover ? (m) => m !== fault.victim : () => true, STEP_TIMEOUT_MS, opts.signal);
+      } finally {
+        await fault.heal();
+      }
+      kindMs.get(kind.name)!.push(ms);
+      if (fault.failover) failoverMs.push(ms);
+      const next = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
+      leaderName = next.name;
+      note(`${kind.name}: ${next.name} leads; writes resumed ${Math.round(ms)} ms after the fault`);
+      await waitCaughtUp(cluster, next, opts.signal);
+    }
+  } catch (err) {
+    if (!opts.signal.aborted) {
+      // The summary keeps the first line; the whole message (say, a process's log tail) goes to progress.
+      error = (err as Error).message.split('\n')[0]!;
+      note(`stopped: ${error}`);
+      if (opts.screen || (err as Error).message !== error) opts.progress((err as Error).message);
+    }
+  } finally {
+    if (view) clearInterval(view);
+    // A fault cut short by Ctrl-C may have left an agent stopped.
+    for (const m of cluster.members) if (m.agent.running) cluster.resumeAgent(m);
+    await Promise.all([load.stop(), readers.stop()]);
+    try {
+      const leader = await cluster.waitForLeader({ timeoutMs: 30_000 });
+      lostWrites = (await waitFor(() => findLostWrites(leader, load.ledger), { timeoutMs: 30_000, what: 'reading the ledger back' })).length;
+      if (lostWrites > 0) note(`LOST ${lostWrites} acknowledged writes`);
+    } catch (err) {
+      error ??= `final lost-write check failed: ${(err as Error).message}`;
+      opts.progress(error);
+    }
+    await cluster.stop();
+  }
+  // The history is checked after the cluster is gone (the check takes CPU).
+  fs.mkdirSync(opts.outDir, { recursive: true });
+  let historyFile: string | null = path.join(opts.outDir, 'history.jsonl');
+  history.write(historyFile);
+  try {
+    note(`checking ${history.ops.length} operations for linearizability`);
+    check = await checkHistory(historyFile, { timeoutMs: Math.min(600_000, 60_000 + history.ops.length) });
+    if (check.linearizable === false) note(`NOT linearizable: keys ${check.failingKeys.slice(0, 5).join(', ')}; see ${check.visualization}`);
+  } catch (err) {
+    error ??= `linearizability check failed: ${(err as Error).message}`;
+    opts.progress(error);
+  }
+  const passed = lostWrites === 0 && check?.linearizable === true && error === null;
+  if (passed && !opts.keepHistory) {
+    fs.rmSync(opts.outDir, { recursive: true, force: true });
+    historyFile = null;
+  }
+  if (opts.screen) opts.screen.write(render());
+  return {
+    faults: [...kindCount.values()].reduce((a, b) => a + b, 0),
+    byKind: Object.fromEntries(opts.kinds.map((k) => [k.name, { faults: kindCount.get(k.name)!, failoverMs: stats(kindMs.get(k.name)!) }])),
+    ackedWrites: load.stats.acked,
+    lostWrites,
+    linearizable: check?.linearizable ?? null,
+    failoverMs: stats(failoverMs),
+    failedWrites: load.stats.failed,
+    reads: readers.reads,
+    historyOps: history.ops.length,
+    seed: opts.seed,
+    members: opts.members,
+    leaseTtlSeconds: opts.leaseTtlSeconds,
+    seconds: Math.round((performance.now() - started) / 1000),
+    history: historyFile,
+    visualization: check?.visualization ?? null,
+    failingKeys: check?.failingKeys ?? [],
+    error,
+  };
+}
+
+/** Waits until every member's master answers and has applied what the leader had applied. */
+async function waitCaughtUp(cluster: LocalCluster, leader: Member, signal: AbortSignal): Promise<void> {
+  const head = (await cluster.masterStatus(leader))?.appliedSeq ?? 0;
+  await waitFor(
+    async () => {
+      const all = await Promise.all(cluster.members.map((m) => cluster.masterStatus(m)));
+      return all.every((s) => s !== undefined && s.appliedSeq >= head);
+    },
+    { timeoutMs: STEP_TIMEOUT_MS, intervalMs: 50, what: 'every member to catch up with the leader', signal },
+  );
+}
+
+/** The default place for a run's history. */
+export function defaultOutDir(seed: number): string {
+  return path.join(os.tmpdir(), `hotstandby-chaos-${seed}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+}
+
+interface TableInput {
+  opts: ChaosOptions;
+  kindCount: Map<string, number>;
+  kindMs: Map<string, number[]>;
+  load: WriteLoad;
+  readers: ReadLoad;
+  lostWrites: number;
+  events: string[];
+  leaderName: string;
+  elapsedS: number;
+  linearizable: boolean | 'unknown' | undefined;
+}
+
+/** One frame of the live table. */
+function renderTable(t: TableInput): string {
+  const bold = (s: string): string => `\x1b[1m${s}\x1b[0m`;
+  const ms = (v: number | undefined): string => (v === undefined ? '-' : String(Math.round(v)));
+  const mmss = (s: number): string => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
+  const lin = t.linearizable === undefined ? '(checked at the end)' : t.linearizable === true ? '\x1b[32myes\x1b[0m' : `\x1b[41;97m ${String(t.linearizable)} \x1b[0m`;
+  const lost = t.lostWrites === 0 ? `\x1b[32m0\x1b[0m` : `\x1b[41;97m ${t.lostWrites} \x1b[0m`;
+  let total = 0;
+  const rows = [...t.kindCount].map(([name, count]) => {
+    total += count;
+    const s = stats(t.kindMs.get(name)!);
+    return `  ${name.padEnd(22)} ${String(count).padStart(6)} ${ms(s?.p50).padStart(8)} ${ms(s?.p99).padStart(8)} ${ms(s?.max).padStart(8)}`;
+  });
+  const lines = [
+    bold(`hotstandby chaos — seed ${t.opts.seed}, ${t.opts.members} members, lease TTL ${t.opts.leaseTtlSeconds} s`) +
+      `   ${mmss(t.elapsedS)} of ${mmss(t.opts.minutes * 60)}   (Ctrl-C to stop)`,
+    `leader: ${t.leaderName || '(electing)'}`,
+    '',
+    `  ${'FAULT KIND'.padEnd(22)} ${'FAULTS'.padStart(6)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'max ms'.padStart(8)}   (fault → first write acknowledged by a new leader)`,
+    ...rows,
+    `  ${'total'.padEnd(22)} ${String(total).padStart(6)}`,
+    '',
+    `acknowledged: ${bold(String(t.load.stats.acked))}   failed (not acknowledged): ${t.load.stats.failed}   reads: ${t.readers.reads}   lost: ${lost}   linearizable: ${lin}`,
+    '',
+    ...t.events,
+  ];
+  return `\x1b[H\x1b[2J${lines.join('\n')}\n`;
+}

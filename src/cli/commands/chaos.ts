@@ -1,0 +1,141 @@
+// `hotstandby chaos`: seeded random faults under load, with lost-write and
+// linearizability checks (see src/chaos/run.ts, docs/chaos.md).
+import type { Command } from '../command.ts';
+import { UsageError, intFlag, parseFlags } from '../command.ts';
+
+const help = `Usage: hotstandby chaos --minutes M [--seed S] [--members 3] [--json]
+                        [--lease-ttl 2] [--interval 2] [--rate 100] [--read-rate 100]
+                        [--faults kind,...] [--out DIR] [--keep-history]
+
+Starts etcd and redis-server (found on PATH) as child processes and N
+kvmaster+agent pairs, runs a steady write + read load whose every operation
+is recorded, and injects seeded random faults for M minutes:
+  kill-leader          kill -9 the leader's agent and master, restart them
+  kill-leader-master   kill -9 the leader's master only, start a new one
+  kill-standby         kill -9 a standby, restart it
+  pause-leader         SIGSTOP the leader's agent for the lease TTL + 1.5 s, SIGCONT
+(Restarting the stream server empty is not a kind: in async mode the log
+lives only there, and the cluster does not claim to survive that.)
+At the end every acknowledged write is read back and the history is checked
+for linearizability with Porcupine (tools/linearizability; built on first use,
+Go needed). The live table shows faults by kind, the failover time per kind
+(from the fault to the first write acknowledged by a new leader), writes
+acknowledged and lost, and the linearizability result. Ctrl-C stops early,
+still checks, and prints the summary; no child process is left behind.
+
+Options:
+  --minutes M        how long to inject faults, 0.1-1440 (required)
+  --seed S           seed of the fault sequence, 0-4294967295 (default: random, printed)
+  --members N        member pairs, 2-7 (default 3)
+  --lease-ttl S      leader lease TTL in seconds, 2-60 (default 2)
+  --interval S       mean seconds of load between a recovery and the next fault, 0-3600 (default 2)
+  --rate N           writes per second (default 100)
+  --read-rate N      reads per second (default 100)
+  --faults LIST      comma-separated kinds (default: all of the above)
+  --out DIR          where the history goes (default: a new directory in $TMPDIR);
+                     kept when a check failed, with Porcupine's visualization
+                     (history.html) when the history is not linearizable
+  --keep-history     keep the history even when every check passed
+  --json             no live table: progress on stderr, one JSON summary on stdout
+                     {faults, byKind, ackedWrites, lostWrites, linearizable,
+                      failoverMs {p50,p99,max}, ...}
+
+Exit code: 0 when no acknowledged write was lost and the history is
+linearizable; 1 otherwise; 2 for bad flags.
+
+Examples:
+  hotstandby chaos --minutes 5
+  hotstandby chaos --minutes 1 --seed 42 --json`;
+
+function minutesFlag(value: string | undefined): number {
+  if (value === undefined) throw new UsageError('--minutes is required: how long to inject faults, e.g. --minutes 5');
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0.1 || n > 1440) throw new UsageError(`--minutes must be a number from 0.1 to 1440, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** The kinds named by --faults (default: every kind in the default set). */
+function faultsFlag<K extends { name: string; byDefault: boolean }>(value: string | undefined, all: readonly K[]): K[] {
+  if (value === undefined) return all.filter((k) => k.byDefault);
+  const names = [...new Set(value.split(',').map((s) => s.trim()).filter(Boolean))];
+  const unknown = names.filter((n) => !all.some((k) => k.name === n));
+  if (names.length === 0 || unknown.length > 0) {
+    throw new UsageError(`--faults: unknown kind ${JSON.stringify(unknown[0] ?? value)}; choose from ${all.map((k) => k.name).join(', ')}`);
+  }
+  return names.map((n) => all.find((k) => k.name === n)!);
+}
+
+export const chaosCommand: Command = {
+  name: 'chaos',
+  help,
+  async run(argv) {
+    const values: Record<string, string | boolean | undefined> = parseFlags(argv, {
+      minutes: { type: 'string' },
+      seed: { type: 'string' },
+      members: { type: 'string' },
+      'lease-ttl': { type: 'string' },
+      interval: { type: 'string' },
+      rate: { type: 'string' },
+      'read-rate': { type: 'string' },
+      faults: { type: 'string' },
+      out: { type: 'string' },
+      'keep-history': { type: 'boolean' },
+      json: { type: 'boolean' },
+    });
+    const str = (k: string): string | undefined => values[k] as string | undefined;
+    const json = values.json === true;
+    const minutes = minutesFlag(str('minutes'));
+    const seed = intFlag(str('seed'), 'seed', 0, 0xffffffff, Math.floor(Math.random() * 0xffffffff));
+    const members = intFlag(str('members'), 'members', 2, 7, 3);
+    const leaseTtlSeconds = intFlag(str('lease-ttl'), 'lease-ttl', 2, 60, 2);
+    const intervalSeconds = intFlag(str('interval'), 'interval', 0, 3600, 2);
+    const rate = intFlag(str('rate'), 'rate', 1, 20_000, 100);
+    const readRate = intFlag(str('read-rate'), 'read-rate', 0, 20_000, 100);
+    const { FAULT_KINDS } = await import('../../chaos/faults.ts');
+    const kinds = faultsFlag(str('faults'), FAULT_KINDS);
+    const out = str('out');
+    if (out !== undefined && out.trim() === '') throw new UsageError('--out must name a directory');
+
+    const { runChaos, defaultOutDir } = await import('../../chaos/run.ts');
+    const { MissingBinaryError } = await import('../../lib/localstores.ts');
+    const stop = new AbortController();
+    const onSignal = (): void => stop.abort();
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const live = !json && process.stdout.isTTY;
+    process.stderr.write(`hotstandby chaos: seed ${seed} (repeat with --seed ${seed})\n`);
+    try {
+      const summary = await runChaos({
+        minutes,
+        seed,
+        members,
+        leaseTtlSeconds,
+        intervalSeconds,
+        rate,
+        readRate,
+        kinds,
+        outDir: out ?? defaultOutDir(seed),
+        keepHistory: values['keep-history'] === true,
+        ...(live ? { screen: process.stdout } : {}),
+        progress: (line) => process.stderr.write(`${line}\n`),
+        signal: stop.signal,
+      });
+      if (json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+      else {
+        process.stdout.write(
+          `\nsummary: ${summary.faults} faults, failover p50 ${summary.failoverMs?.p50 ?? '-'} ms, p99 ${summary.failoverMs?.p99 ?? '-'} ms, ` +
+            `max ${summary.failoverMs?.max ?? '-'} ms; ${summary.ackedWrites} writes acknowledged, ${summary.lostWrites} lost; ` +
+            `linearizable: ${String(summary.linearizable)}${summary.history ? `; history kept in ${summary.history}` : ''}` +
+            `${summary.visualization ? `, visualization ${summary.visualization}` : ''}${summary.error ? `\nerror: ${summary.error}` : ''}\n`,
+        );
+      }
+      return summary.lostWrites === 0 && summary.linearizable === true && summary.error === null ? 0 : 1;
+    } catch (err) {
+      if (err instanceof MissingBinaryError) throw new UsageError(err.message);
+      throw err;
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  },
+};

@@ -1,0 +1,106 @@
+// `hotstandby chaos` as a user runs it: a short seeded run of every default
+// fault kind against real agents, kvmasters, etcd and redis-server, whose
+// summary must show no lost write and a linearizable history; Ctrl-C ends a
+// run with a summary and leaves no child process behind.
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { isProcessAlive as alive } from '../../src/lib/childproc.ts';
+import { waitFor } from '../../src/lib/time.ts';
+import { FAULT_KINDS } from '../../src/chaos/faults.ts';
+
+const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-chaos-test-'));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** Every descendant pid of `pid` (via ps), so a leak of grandchildren shows too. */
+function descendants(pid: number): number[] {
+  const out = execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' });
+  const children = new Map<number, number[]>();
+  for (const line of out.trim().split('\n')) {
+    const [p, pp] = line.trim().split(/\s+/).map(Number) as [number, number];
+    children.set(pp, [...(children.get(pp) ?? []), p]);
+  }
+  const found: number[] = [];
+  const walk = (p: number): void => {
+    for (const c of children.get(p) ?? []) {
+      found.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return found;
+}
+
+interface Summary {
+  faults: number;
+  byKind: Record<string, { faults: number; failoverMs: { p50: number; p99: number; max: number } | null }>;
+  ackedWrites: number;
+  lostWrites: number;
+  linearizable: boolean | 'unknown' | null;
+  failoverMs: { p50: number; p99: number; max: number } | null;
+  historyOps: number;
+  history: string | null;
+  error: string | null;
+}
+
+function start(args: string[]) {
+  const child = spawn(process.execPath, [BIN, 'chaos', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, out, exited };
+}
+
+describe('hotstandby chaos', () => {
+  it('a one-minute seeded run of every default fault kind loses no acknowledged write and its history is linearizable', async () => {
+    const out = path.join(dir, 'short');
+    // Seed 1's first four faults are one of each kind (the kind sequence depends on the seed only).
+    const run = start(['--minutes', '1', '--seed', '1', '--interval', '1', '--json', '--out', out, '--keep-history']);
+    try {
+      const code = await run.exited;
+      const summary = JSON.parse(run.out.stdout) as Summary;
+      expect(summary, run.out.stderr).toMatchObject({ lostWrites: 0, linearizable: true, error: null });
+      expect(code).toBe(0);
+      expect(Object.keys(summary.byKind).sort()).toEqual(FAULT_KINDS.filter((k) => k.byDefault).map((k) => k.name).sort());
+      expect(summary.faults).toBe(Object.values(summary.byKind).reduce((a, k) => a + k.faults, 0));
+      expect(summary.faults).toBeGreaterThanOrEqual(4);
+      for (const [kind, k] of Object.entries(summary.byKind)) expect(k.faults, kind).toBeGreaterThanOrEqual(1);
+      expect(summary.ackedWrites).toBeGreaterThan(1000);
+      expect(summary.failoverMs!.p50).toBeGreaterThan(0);
+      expect(summary.failoverMs!.p99).toBeGreaterThanOrEqual(summary.failoverMs!.p50);
+      expect(summary.failoverMs!.max).toBeGreaterThanOrEqual(summary.failoverMs!.p99);
+      // The checked history is the one recorded: reads and writes on several members.
+      const ops = fs.readFileSync(summary.history!, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { op: string; member: string; ok: boolean | null });
+      expect(ops).toHaveLength(summary.historyOps);
+      expect(new Set(ops.filter((o) => o.op === 'put' && o.ok).map((o) => o.member)).size).toBeGreaterThanOrEqual(2);
+      expect(ops.filter((o) => o.op === 'get' && o.ok).length).toBeGreaterThan(100);
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+  }, 240_000);
+
+  it('Ctrl-C ends a run with a checked summary and leaves no child process behind', async () => {
+    const run = start(['--minutes', '30', '--seed', '7', '--interval', '1', '--json', '--out', path.join(dir, 'ctrl-c')]);
+    try {
+      await waitFor(() => (run.out.stderr.match(/writes resumed/g) ?? []).length >= 2, {
+        timeoutMs: 90_000,
+        what: `two faults recovered; stderr so far:\n${run.out.stderr}`,
+      });
+      const spawned = descendants(run.child.pid!);
+      expect(spawned.length).toBeGreaterThanOrEqual(8); // etcd, redis, 3 agents, 3 masters
+      run.child.kill('SIGINT');
+      const code = await Promise.race([run.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 90_000))]);
+      const summary = JSON.parse(run.out.stdout) as Summary;
+      expect(summary, run.out.stderr).toMatchObject({ lostWrites: 0, linearizable: true, error: null });
+      expect(summary.faults).toBeGreaterThanOrEqual(2);
+      expect(code).toBe(0);
+      await waitFor(() => spawned.every((p) => !alive(p)), { timeoutMs: 10_000, what: 'every child of the chaos run to be gone' });
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+  }, 240_000);
+});

@@ -1,0 +1,47 @@
+// `hotstandby chaos` flag handling: bad flags are refused naming the flag,
+// before anything starts; the --help list of fault kinds matches the registry.
+import { describe, expect, it } from 'vitest';
+import { chaosCommand } from '../../src/cli/commands/chaos.ts';
+import { UsageError } from '../../src/cli/command.ts';
+import { FAULT_KINDS } from '../../src/chaos/faults.ts';
+import { seededRandom, stats } from '../../src/chaos/run.ts';
+
+describe('hotstandby chaos flags', () => {
+  it.each([
+    [[], /--minutes is required/],
+    [['--minutes', 'ten'], /--minutes must be a number from 0.1 to 1440, got "ten"/],
+    [['--minutes', '0'], /--minutes must be/],
+    [['--minutes', '1', '--seed', '1.5'], /--seed must be an integer from 0 to 4294967295/],
+    [['--minutes', '1', '--members', '1'], /--members must be an integer from 2 to 7/],
+    [['--minutes', '1', '--lease-ttl', '1'], /--lease-ttl must be an integer from 2 to 60/],
+    [['--minutes', '1', '--faults', 'kill-leader,partition'], /--faults: unknown kind "partition"; choose from kill-leader, kill-leader-master, kill-standby, pause-leader/],
+    [['--minutes', '1', '--faults', ','], /--faults: unknown kind/],
+    [['--minutes', '1', '--out', ''], /--out must name a directory/],
+    [['--minutes', '1', '--bogus'], /bogus/],
+  ])('%j is refused naming the flag', async (argv, message) => {
+    const err = await chaosCommand.run([...argv]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as Error).message).toMatch(message);
+  });
+
+  it('names every fault kind of the registry in --help', () => {
+    for (const k of FAULT_KINDS) expect(chaosCommand.help).toContain(k.name);
+  });
+});
+
+describe('chaos helpers', () => {
+  it('the same seed gives the same sequence, another seed another', () => {
+    const a = seededRandom(42);
+    const b = seededRandom(42);
+    const c = seededRandom(43);
+    const xs = Array.from({ length: 5 }, () => a());
+    expect(Array.from({ length: 5 }, () => b())).toEqual(xs);
+    expect(Array.from({ length: 5 }, () => c())).not.toEqual(xs);
+    for (const x of xs) expect(x >= 0 && x < 1).toBe(true);
+  });
+
+  it('stats gives p50/p99/max, null for no values', () => {
+    expect(stats([])).toBeNull();
+    expect(stats([100, 200, 300])).toMatchObject({ max: 300 });
+  });
+});
