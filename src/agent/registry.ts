@@ -10,7 +10,7 @@
 import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue } from 'etcd3';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
-import { withTimeout } from '../lib/time.ts';
+import { sleep, withTimeout } from '../lib/time.ts';
 import { EtcdMirror, grantLease, keepAliveOnce, monotonicMs, revokeLease } from './election.ts';
 import type { MemberStatus } from './types.ts';
 
@@ -31,6 +31,8 @@ export interface RegistryOptions {
   resyncMs?: number;
   /** Bound on each etcd call. Default 2000. */
   callTimeoutMs?: number;
+  /** start() keeps trying the first registration this long before it gives up. Default 15000. */
+  registerTimeoutMs?: number;
 }
 
 /** What the caller sets; member, version and lastHeartbeat are the registry's. */
@@ -81,14 +83,23 @@ export class MemberRegistry {
 
   /**
    * Registers: grants the lease, writes the status, starts watching everyone.
-   * Throws when the first write cannot be made within the call timeout.
+   * A first attempt that fails is retried (a slow etcd can let a fresh lease
+   * expire before the write under it lands: "Lease NOT_FOUND"); throws when
+   * no write lands within registerTimeoutMs.
    */
   async start(initial: MemberFields): Promise<void> {
     if (this.status) throw new Error('MemberRegistry.start() may be called once');
     this.status = { ...initial, member: this.opts.member, version: this.opts.version, lastHeartbeat: new Date().toISOString() };
     this.dirty = true;
     await this.mirror.start();
-    const written = await this.pump();
+    const deadline = monotonicMs() + (this.opts.registerTimeoutMs ?? 15_000);
+    let written = await this.pump();
+    for (let attempt = 1; !written && !this.stopped && monotonicMs() < deadline; attempt++) {
+      await sleep(Math.min(this.heartbeatMs, Math.max(0, deadline - monotonicMs())));
+      this.dirty = true;
+      written = await this.pump();
+      if (written) this.log.info({ attempts: attempt + 1 }, 'registered after retrying');
+    }
     if (!written) {
       const cause = this.lastError;
       await this.stop();

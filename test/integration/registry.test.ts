@@ -212,6 +212,24 @@ describe('member registry', () => {
     expect(before).toBeDefined();
   });
 
+  it('start() rides out an etcd that stalls during the first registration (it retries instead of giving up)', async () => {
+    const keys = newCluster();
+    const probe = client();
+    const a = registry(keys, 'pod-slow', { ttl: 2 });
+    const etcdProcess = stores().etcd.process;
+    etcdProcess.killNow('SIGSTOP');
+    let started: Promise<void>;
+    try {
+      started = a.start(initial);
+      // Longer than one attempt (lease grant and write, 2 s each): the first attempt fails.
+      await sleep(6000);
+    } finally {
+      etcdProcess.killNow('SIGCONT');
+    }
+    await started;
+    expect(statusOf(await readKey(probe, keys.member('pod-slow')))?.role).toBe('standby');
+  });
+
   it('start() fails with a clear error when etcd cannot be reached, and leaves nothing running', async () => {
     const keys = newCluster();
     const dead = new Etcd3({ hosts: 'http://127.0.0.1:1', dialTimeout: 500 });
@@ -222,6 +240,7 @@ describe('member registry', () => {
       version: '1',
       leaseTtlSeconds: 2,
       callTimeoutMs: 500,
+      registerTimeoutMs: 1500,
       log: createLogger({ component: 't', level: 'silent' }),
     });
     try {
