@@ -70,6 +70,8 @@ export interface StartEtcdOptions {
   reuse?: { clientPort: number; peerPort: number; dataDir: string };
   /** An etcd binary to run instead of the one on PATH (the dev cluster builds a newer one). */
   binary?: string;
+  /** The address to listen on (default 127.0.0.1); the fault tests use a bridge address that namespaces can reach. */
+  host?: string;
   /**
    * Serve clients over TLS with this certificate; with clientCertAuth, only
    * clients presenting a certificate signed by caFile get in. Health is then
@@ -82,6 +84,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
   const binary = opts.binary ?? requireBinary(['etcd'], 'etcd-server');
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-etcd-'));
   const name = opts.name ?? 'etcd';
+  const host = opts.host ?? '127.0.0.1';
   let lastError = '';
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     const clientPort = opts.reuse?.clientPort ?? (await freePort());
@@ -102,11 +105,11 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
       args: [
         '--name', name,
         '--data-dir', dataDir,
-        '--listen-client-urls', `${scheme}://127.0.0.1:${clientPort}`,
-        '--advertise-client-urls', `${scheme}://127.0.0.1:${clientPort}`,
-        '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
-        '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
-        '--initial-cluster', `${name}=http://127.0.0.1:${peerPort}`,
+        '--listen-client-urls', `${scheme}://${host}:${clientPort}`,
+        '--advertise-client-urls', `${scheme}://${host}:${clientPort}`,
+        '--listen-peer-urls', `http://${host}:${peerPort}`,
+        '--initial-advertise-peer-urls', `http://${host}:${peerPort}`,
+        '--initial-cluster', `${name}=http://${host}:${peerPort}`,
         '--logger', 'zap',
         '--log-level', 'warn',
         ...tlsArgs,
@@ -114,10 +117,10 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
       logFile: path.join(workDir, `${name}.log`),
       env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' },
     });
-    const ready = await waitForPort(clientPort, READY_TIMEOUT_MS);
-    if (ready && child.running && (await etcdHealthy(clientPort, opts.tls))) {
+    const ready = await waitForPort(clientPort, READY_TIMEOUT_MS, host);
+    if (ready && child.running && (await etcdHealthy(clientPort, opts.tls, host))) {
       return {
-        endpoint: `${scheme}://127.0.0.1:${clientPort}`,
+        endpoint: `${scheme}://${host}:${clientPort}`,
         workDir,
         process: child,
         dataDir,
@@ -134,11 +137,11 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
   throw new Error(`etcd did not become ready after ${START_ATTEMPTS} attempts; last log lines:\n${lastError}`);
 }
 
-async function etcdHealthy(port: number, tls?: StartEtcdOptions['tls']): Promise<boolean> {
+async function etcdHealthy(port: number, tls?: StartEtcdOptions['tls'], host = '127.0.0.1'): Promise<boolean> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     try {
-      const body = tls ? await httpsJson(port, tls) : ((await (await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) })).json()) as { health?: string });
+      const body = tls ? await httpsJson(port, tls) : ((await (await fetch(`http://${host}:${port}/health`, { signal: AbortSignal.timeout(1000) })).json()) as { health?: string });
       if (body.health === 'true') return true;
     } catch {
       // not yet
@@ -185,6 +188,10 @@ export interface StartRedisOptions {
   password?: string;
   /** Serve TLS only (no plain port), with this certificate; clients need not present one. */
   tls?: ServerTlsFiles;
+  /** The address to listen on (default 127.0.0.1). */
+  host?: string;
+  /** A fixed port (default: a free one): a stream server restarted empty comes back where its clients dial. */
+  port?: number;
 }
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<LocalRedis> {
@@ -192,9 +199,10 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<LocalRed
   const binary = requireBinary(['redis-server'], 'redis-server');
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-redis-'));
   const name = opts.name ?? 'redis';
+  const host = opts.host ?? '127.0.0.1';
   let lastError = '';
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
-    const port = await freePort();
+    const port = opts.port ?? (await freePort());
     const child = new ManagedProcess({
       name,
       command: binary,
@@ -210,7 +218,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<LocalRed
             ]
           : ['--port', String(port)]),
         ...(opts.password !== undefined ? ['--requirepass', opts.password] : []),
-        '--bind', '127.0.0.1',
+        '--bind', host,
         '--save', '',
         '--appendonly', 'no',
         '--protected-mode', 'no',
@@ -219,9 +227,9 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<LocalRed
       ],
       logFile: path.join(workDir, `${name}.log`),
     });
-    if ((await waitForPort(port, READY_TIMEOUT_MS)) && child.running) {
+    if ((await waitForPort(port, READY_TIMEOUT_MS, host)) && child.running) {
       return {
-        url: `${opts.tls ? 'rediss' : 'redis'}://127.0.0.1:${port}`,
+        url: `${opts.tls ? 'rediss' : 'redis'}://${host}:${port}`,
         ...(opts.password !== undefined ? { password: opts.password } : {}),
         workDir,
         port,
