@@ -22,6 +22,8 @@ export interface MemberClientsOptions {
   timeoutMs?: number;
   /** Every n-th operation of a client is a read of one of its own earlier keys. Default 5. */
   readEvery?: number;
+  /** Clients per member, each with its own keys. Default 1. */
+  clientsPerMember?: number;
 }
 
 /** The answer codes that say for certain nothing was applied. */
@@ -35,11 +37,12 @@ export class MemberClients {
 
   constructor(opts: MemberClientsOptions) {
     this.history = opts.history ?? new HistoryRecorder();
-    this.opts = { pauseMs: 20, timeoutMs: 2000, readEvery: 5, ...opts };
+    this.opts = { pauseMs: 20, timeoutMs: 2000, readEvery: 5, clientsPerMember: 1, ...opts };
   }
 
   start(): void {
-    this.running = this.opts.targets.map((t, i) => this.client(i, t));
+    const n = this.opts.targets.length;
+    for (let k = 0; k < this.opts.clientsPerMember; k++) this.opts.targets.forEach((t, i) => this.running.push(this.client(k * n + i, t)));
   }
 
   async stop(): Promise<void> {

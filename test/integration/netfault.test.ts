@@ -79,7 +79,7 @@ async function startRun(opts: { ttlSeconds: number; lab?: NetLab; etcdEndpoints?
   });
   if (!opts.etcdEndpoints) await lab.addTarget('etcd', cluster.etcd.clientPort);
   await lab.addTarget('redis', cluster.redis.port);
-  const clients = new MemberClients({ targets: cluster.members.map((m) => ({ name: m.name, kvAddress: m.kvAddress })) });
+  const clients = new MemberClients({ targets: cluster.members.map((m) => ({ name: m.name, kvAddress: m.kvAddress })), clientsPerMember: 2 });
   current = { lab, cluster, clients, ttlMs: opts.ttlSeconds * 1000, extra: opts.extra ?? [] };
   await cluster.waitForLeader({ timeoutMs: 30_000 });
   clients.start();
@@ -235,14 +235,17 @@ describe.skipIf(unavailable !== undefined)(`real network faults between namespac
   }, 120_000);
 
   it('the stream server killed -9 and restarted empty under load: acknowledged writes survive, standbys converge', async () => {
-    let restarted: LocalRedis | undefined;
-    const r = await startRun({ ttlSeconds: 2, extra: [async () => restarted?.stop()] });
+    const restarted: { redis?: LocalRedis } = {};
+    const r = await startRun({ ttlSeconds: 2, extra: [async () => restarted.redis?.stop()] });
+    await waitForAcks(r, 200, { what: 'load before the kill' });
     const port = r.cluster.redis.port;
+    const killAt = nowMs();
     r.cluster.redis.process.killNow('SIGKILL');
     await sleep(1000);
-    restarted = await startRedis({ host: r.lab.hostAddress, port, workDir: r.cluster.workDir, name: 'redis-restarted' });
     const healAt = nowMs();
-    await verify(r, 'stream server restarted empty', healAt);
+    restarted.redis = await startRedis({ host: r.lab.hostAddress, port, workDir: r.cluster.workDir, name: 'redis-restarted' });
+    const ackedBefore = acked(r).filter((o) => o.completeMs < killAt).length;
+    await verify(r, 'stream server restarted empty', healAt, { ackedBeforeKill: ackedBefore });
   }, 120_000);
 
   it('etcd as 3 members: one killed changes nothing; two killed stop writes within the TTL; writes resume after the repair', async () => {
@@ -268,10 +271,10 @@ describe.skipIf(unavailable !== undefined)(`real network faults between namespac
     const stoppedAfterMs = lastAck.completeMs - killTwoAt;
     expect(stoppedAfterMs, 'the last write acknowledged after quorum loss (ms)').toBeLessThanOrEqual(r.ttlMs);
 
+    const healAt = nowMs();
     await etcd.restart(0);
     await etcd.restart(1);
     await etcd.waitHealthy([0, 1, 2], 30_000);
-    const healAt = nowMs();
     await verify(r, 'etcd 3 members, quorum lost', healAt, { maxGapOneDownMs: Math.max(0, ...gaps), writesStoppedAfterMs: stoppedAfterMs });
   }, 180_000);
 
