@@ -89,6 +89,8 @@ export class Agent implements LocalApiBackend {
   private switchoverInProgress = false;
   private lastSnapshot: { seq: number; at: number } = { seq: 0, at: Date.now() };
   private logLength = 0;
+  /** head - length from one reading: the log covers the entries after it. */
+  private logStartSeq: number | undefined;
   /** Moves this pod's role label; undefined when pod labelling is off. */
   private readonly labeler: PodLabeler | undefined;
   private probes: HealthServer | undefined;
@@ -632,6 +634,7 @@ export class Agent implements LocalApiBackend {
         intervalSeconds: this.config.snapshotIntervalSeconds,
         logLength: this.logLength,
         maxLength: this.config.oplogMaxLength,
+        ...(this.logStartSeq !== undefined ? { logStartSeq: this.logStartSeq } : {}),
       });
       if (wanted) {
         this.leaderLog.info(wanted, 'asking the master for a snapshot');
@@ -647,6 +650,7 @@ export class Agent implements LocalApiBackend {
       'the log head',
     );
     this.logLength = length;
+    this.logStartSeq = headSeq - length;
     this.board.update({ headSeq: Math.max(headSeq, this.board.get().role === 'leader' ? this.board.get().headSeq : 0) });
   }
 
