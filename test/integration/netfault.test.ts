@@ -42,11 +42,18 @@ interface Run {
 let current: Run | undefined;
 let labs: NetLab[] = [];
 
-afterEach(async () => {
+afterEach(async (ctx) => {
   const r = current;
   current = undefined;
   if (r) {
     await r.clients.stop();
+    if (ctx.task.result?.state === 'fail' || process.env.HOTSTANDBY_KEEP_TEST_DIRS) {
+      // The agents' and masters' logs and the history, kept for the post-mortem.
+      const keep = fs.mkdtempSync('/tmp/hs-netfault-');
+      fs.cpSync(r.cluster.workDir, keep, { recursive: true });
+      r.clients.history.writeFile(path.join(keep, 'history.jsonl'));
+      process.stderr.write(`[netfault] logs and history kept in ${keep}\n`);
+    }
     await r.cluster.stop();
     for (const stop of r.extra) await stop().catch(() => undefined);
   }
