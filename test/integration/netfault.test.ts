@@ -115,10 +115,21 @@ function ackingMember(r: Run): Member {
   return r.cluster.members.find((m) => m.name === last.member)!;
 }
 
-async function getValue(m: Member, key: string, stale: boolean): Promise<string | undefined> {
+async function getValue(m: Member, key: string, stale: boolean): Promise<{ status: number; value?: string }> {
   const res = await fetch(`http://${m.kvAddress}/kv/${encodeURIComponent(key)}${stale ? '?stale=1' : ''}`, { signal: AbortSignal.timeout(5000) });
-  if (res.status !== 200) return undefined;
-  return ((await res.json()) as { value: string }).value;
+  const body = (await res.json()) as { value?: string };
+  return res.status === 200 ? { status: 200, value: body.value! } : { status: res.status };
+}
+
+/** A linearizable read: from the leader; when it refuses (leadership moved), from whoever leads now. Bounded. */
+async function readFromLeader(r: Run, first: Member, key: string): Promise<string | undefined> {
+  let leader = first;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const got = await getValue(leader, key, false).catch(() => ({ status: 0, value: undefined }));
+    if (got.status === 200 || got.status === 404) return got.value;
+    leader = await r.cluster.waitForLeader({ timeoutMs: 30_000 });
+  }
+  throw new Error(`no leader answered a read of ${key} in 20 attempts`);
 }
 
 /**
@@ -144,25 +155,32 @@ async function verify(r: Run, scenario: string, healAt: number, extra: Record<st
   // 1. one writer at a time
   expect(singleWriterViolations(ops)).toEqual([]);
 
-  // 2. nothing acknowledged lost, read from the leader
-  const leader = await r.cluster.waitForLeader({ timeoutMs: 30_000 });
-  const lost: string[] = [];
-  for (const o of ackedPuts) if ((await getValue(leader, o.key, false)) !== o.value) lost.push(o.key);
-  expect(lost, `acknowledged writes missing on the leader ${leader.name}`).toEqual([]);
+  // 3. every standby converges: all members report the leader's applied
+  // sequence and key count (re-read each time: a slow etcd on this shared
+  // machine may move leadership once more while this waits).
+  const leader = await waitFor(
+    async () => {
+      const statuses = await Promise.all(r.cluster.members.map((m) => r.cluster.masterStatus(m)));
+      if (statuses.some((st) => !st)) return undefined;
+      const lead = statuses.map((st, i) => ({ st: st!, m: r.cluster.members[i]! })).filter((x) => x.st.writable).sort((a, b) => b.st.epoch - a.st.epoch)[0];
+      const same = statuses.every((st) => st!.appliedSeq === lead?.st.appliedSeq && st!.keys === lead?.st.keys);
+      return lead && same ? lead.m : undefined;
+    },
+    { timeoutMs: 30_000, intervalMs: 50, what: 'every member to converge to one leader (same applied sequence and key count)' },
+  );
 
-  // 3. every standby converges to the leader's state
-  const head = (await r.cluster.masterStatus(leader))!;
+  // 2. nothing acknowledged lost: every acknowledged key read back from the
+  // leader (a refusal means leadership moved: ask the new leader), and from
+  // every standby (stale reads: they hold the same state).
+  const lost: string[] = [];
+  for (const o of ackedPuts) {
+    if ((await readFromLeader(r, leader, o.key)) !== o.value) lost.push(o.key);
+  }
+  expect(lost, 'acknowledged writes missing on the leader').toEqual([]);
   for (const m of r.cluster.members) {
     if (m === leader) continue;
-    await waitFor(
-      async () => {
-        const s = await r.cluster.masterStatus(m);
-        return s && s.appliedSeq === head.appliedSeq && s.keys === head.keys;
-      },
-      { timeoutMs: 30_000, intervalMs: 50, what: `${m.name} to converge to ${leader.name} (seq ${head.appliedSeq}, ${head.keys} keys)` },
-    );
     const missing: string[] = [];
-    for (const o of ackedPuts) if ((await getValue(m, o.key, true)) !== o.value) missing.push(o.key);
+    for (const o of ackedPuts) if ((await getValue(m, o.key, true)).value !== o.value) missing.push(o.key);
     expect(missing, `acknowledged writes missing on standby ${m.name}`).toEqual([]);
   }
 
