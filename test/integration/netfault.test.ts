@@ -326,6 +326,8 @@ describe.skipIf(unavailable !== undefined)(`real network faults between namespac
     await lab.heal();
     const during = acked(r).filter((o) => o.invokeMs >= from && o.invokeMs < healAt);
     expect([...new Set(during.map((o) => o.member))]).toEqual([leader.name]);
+    // Not even re-elected: one term throughout.
+    expect(new Set(during.map((o) => o.epoch)).size, 'terms during the delay').toBe(1);
     expect(during.length).toBeGreaterThan(20);
     await verify(r, 'etcd delayed 200 ms', healAt, { ackedDuringDelay: during.length });
   }, 120_000);
