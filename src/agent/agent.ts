@@ -89,10 +89,14 @@ export class Agent implements LocalApiBackend {
   private switchoverInProgress = false;
   private lastSnapshot: { seq: number; at: number } = { seq: 0, at: Date.now() };
   private logLength = 0;
+  /** head - length from one reading: the log covers the entries after it. */
+  private logStartSeq: number | undefined;
   /** Moves this pod's role label; undefined when pod labelling is off. */
   private readonly labeler: PodLabeler | undefined;
   private probes: HealthServer | undefined;
   private lastTickAt = Date.now();
+  /** Monotonic ms of the last call the stream server answered (head read, append): a leader cut off from it resigns. */
+  private streamOkAt = performance.now();
   /** The stream server client reports why a connection failed (a refused password) only as an event. */
   private lastRedisError = '';
 
@@ -363,6 +367,7 @@ export class Agent implements LocalApiBackend {
       }
       if (!this.election.holdsLeadership() || this.board.get().role !== 'promoting') throw new Error('lost leadership while promoting');
       this.lastSnapshot = { seq: this.lastSnapshot.seq, at: Math.max(this.lastSnapshot.at, Date.now() - 1) };
+      this.streamOkAt = performance.now();
       this.setRole('leader', { headSeq, appliedSeq: Math.max(this.board.get().appliedSeq, headSeq) });
       this.leaderLog.info({ headSeq, promotionMs: Date.now() - started }, 'now leading: accepting writes');
       await this.clearSwitchoverIfTarget();
@@ -422,6 +427,21 @@ export class Agent implements LocalApiBackend {
     if (s.role === 'leader' || s.role === 'promoting') this.resignForMaster('a new master instance has not caught up');
   }
 
+  /**
+   * A leader that cannot reach the stream server cannot append, yet keeps its
+   * etcd lease: left alone, it would hold the cluster without writes for as
+   * long as the partition lasts, while a standby that reaches both stores
+   * could lead. After one lease TTL without an answer it resigns (no hold-off:
+   * candidacy() refuses while it cannot read the log head).
+   */
+  private resignIfStreamLost(): void {
+    const silentMs = performance.now() - this.streamOkAt;
+    if (this.board.get().role !== 'leader' || silentMs < this.config.leaseTtlSeconds * 1000) return;
+    this.leaderLog.warn({ silentMs: Math.round(silentMs) }, 'resigning: the stream server has not answered for a lease TTL');
+    this.streamOkAt = performance.now(); // once per outage, not on every tick
+    void this.election.resign({ holdOffMs: 0 }).catch(() => undefined);
+  }
+
   private resignForMaster(why: string): void {
     this.leaderLog.warn({ why }, 'resigning: the master cannot lead');
     // No hold-off: candidacy() refuses while the master is absent or behind.
@@ -440,6 +460,7 @@ export class Agent implements LocalApiBackend {
     this.inflightAppends++;
     try {
       const result = await this.appendOnce(epoch, entries, batchId);
+      this.streamOkAt = performance.now();
       this.board.update({
         headSeq: Math.max(this.board.get().headSeq, result.lastSeq),
         appliedSeq: Math.max(this.board.get().appliedSeq, result.lastSeq),
@@ -590,8 +611,10 @@ export class Agent implements LocalApiBackend {
     this.lastTickAt = Date.now();
     try {
       await this.refreshHead();
+      this.streamOkAt = performance.now();
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'head refresh failed');
+      this.resignIfStreamLost();
       return;
     }
     const s = this.board.get();
@@ -614,6 +637,7 @@ export class Agent implements LocalApiBackend {
         intervalSeconds: this.config.snapshotIntervalSeconds,
         logLength: this.logLength,
         maxLength: this.config.oplogMaxLength,
+        ...(this.logStartSeq !== undefined ? { logStartSeq: this.logStartSeq } : {}),
       });
       if (wanted) {
         this.leaderLog.info(wanted, 'asking the master for a snapshot');
@@ -629,6 +653,7 @@ export class Agent implements LocalApiBackend {
       'the log head',
     );
     this.logLength = length;
+    this.logStartSeq = headSeq - length;
     this.board.update({ headSeq: Math.max(headSeq, this.board.get().role === 'leader' ? this.board.get().headSeq : 0) });
   }
 

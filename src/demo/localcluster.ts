@@ -41,6 +41,20 @@ export interface LocalClusterOptions {
   memberAgent?: (name: string) => { args?: string[]; env?: Record<string, string> };
   /** How to start the stores, e.g. etcd over TLS or Redis with a password (give the agents the credentials through agentArgs/memberAgent). */
   stores?: { etcd?: Omit<StartEtcdOptions, 'workDir'>; redis?: Omit<StartStreamServerOptions, 'workDir' | 'kind'> };
+  /**
+   * Where a member runs (the network fault tests give each its own network
+   * namespace): `host` is the address its master and agent API listen on
+   * (default 127.0.0.1), `wrap` turns a command into one that runs there
+   * (e.g. `ip netns exec <ns> ...`, which execs: the pid stays the process's).
+   */
+  placement?: (name: string) => MemberPlacement;
+  /** The etcd endpoints the agents dial (comma-separated) instead of the cluster's own etcd, e.g. a 3-member etcd cluster. */
+  etcdEndpoints?: string;
+}
+
+export interface MemberPlacement {
+  host: string;
+  wrap?: (command: string, args: string[]) => { command: string; args: string[] };
 }
 
 export interface Member {
@@ -68,7 +82,8 @@ export class LocalCluster {
   readonly members: Member[] = [];
   readonly workDir: string;
   readonly ref: ClusterRef;
-  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster' | 'streamServer' | 'memberNames' | 'memberAgent' | 'stores'>> & Pick<LocalClusterOptions, 'memberAgent'>;
+  private readonly opts: Required<Omit<LocalClusterOptions, 'cluster' | 'streamServer' | 'memberNames' | 'memberAgent' | 'stores' | 'placement' | 'etcdEndpoints'>> &
+    Pick<LocalClusterOptions, 'memberAgent' | 'placement' | 'etcdEndpoints'>;
 
   private constructor(etcd: LocalEtcd, redis: LocalStreamServer, workDir: string, ref: ClusterRef, opts: LocalCluster['opts']) {
     this.etcd = etcd;
@@ -85,6 +100,8 @@ export class LocalCluster {
       logLevel: options.logLevel ?? 'info',
       agentArgs: options.agentArgs ?? [],
       ...(options.memberAgent ? { memberAgent: options.memberAgent } : {}),
+      ...(options.placement ? { placement: options.placement } : {}),
+      ...(options.etcdEndpoints ? { etcdEndpoints: options.etcdEndpoints } : {}),
     };
     const names = options.memberNames ?? Array.from({ length: opts.members }, (_, i) => `kv-${i}`);
     const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-cluster-'));
@@ -107,11 +124,16 @@ export class LocalCluster {
     return cluster;
   }
 
+  /** node <args>, wrapped to run where the member is placed. */
+  private command(name: string, args: string[]): { command: string; args: string[] } {
+    const wrap = this.opts.placement?.(name).wrap;
+    return wrap ? wrap(process.execPath, args) : { command: process.execPath, args };
+  }
+
   private masterProcess(name: string, kvAddress: string, agentApi: string): ManagedProcess {
     return new ManagedProcess({
       name: `${name}-kvmaster`,
-      command: process.execPath,
-      args: [BIN, 'kvmaster', '--listen', kvAddress, '--agent-api', agentApi, '--log-level', this.opts.logLevel],
+      ...this.command(name, [BIN, 'kvmaster', '--listen', kvAddress, '--agent-api', agentApi, '--log-level', this.opts.logLevel]),
       // Appended to across restarts, so a test can read the whole story.
       logFile: path.join(this.workDir, `${name}-kvmaster.log`),
       env: { ...process.env, HOTSTANDBY_LOG_LEVEL: this.opts.logLevel },
@@ -121,26 +143,26 @@ export class LocalCluster {
   private async startMember(name: string, ports?: { kv: number; api: number }): Promise<Member> {
     const kv = ports?.kv ?? (await freePort());
     const api = ports?.api ?? (await freePort());
-    const kvAddress = `127.0.0.1:${kv}`;
-    const agentApi = `127.0.0.1:${api}`;
+    const host = this.opts.placement?.(name).host ?? '127.0.0.1';
+    const kvAddress = `${host}:${kv}`;
+    const agentApi = `${host}:${api}`;
     const env = { ...process.env, HOTSTANDBY_LOG_LEVEL: this.opts.logLevel };
     const own = this.opts.memberAgent?.(name) ?? {};
     const agent = new ManagedProcess({
       name: `${name}-agent`,
-      command: process.execPath,
-      args: [
+      ...this.command(name, [
         BIN, 'agent',
         '--cluster', `${this.ref.namespace}/${this.ref.name}`,
         '--member', name,
         '--address', kvAddress,
-        '--etcd', this.etcd.endpoint,
+        '--etcd', this.opts.etcdEndpoints ?? this.etcd.endpoint,
         '--redis', this.redis.url,
         '--api-listen', agentApi,
         '--lease-ttl', String(this.opts.leaseTtlSeconds),
         '--log-level', this.opts.logLevel,
         ...this.opts.agentArgs,
         ...(own.args ?? []),
-      ],
+      ]),
       logFile: path.join(this.workDir, `${name}-agent.log`),
       env: { ...env, ...own.env },
     });
@@ -153,8 +175,8 @@ export class LocalCluster {
       [m.agent, m.agentApi],
       [m.master, m.kvAddress],
     ] as const) {
-      const port = Number(address.slice(address.lastIndexOf(':') + 1));
-      if (!(await waitForPort(port, 30_000).catch(() => false))) {
+      const { host, port } = hostPort(address);
+      if (!(await waitForPort(port, 30_000, host).catch(() => false))) {
         throw new Error(`${proc.name} did not start listening on ${address} within 30 s. Its log (${proc.logFile}) ends with:\n${proc.tail(30)}`);
       }
     }
@@ -221,8 +243,8 @@ export class LocalCluster {
   async restartMaster(m: Member): Promise<void> {
     await m.master.stop();
     m.master = this.masterProcess(m.name, m.kvAddress, m.agentApi);
-    const port = Number(m.kvAddress.slice(m.kvAddress.lastIndexOf(':') + 1));
-    if (!(await waitForPort(port, 30_000).catch(() => false))) {
+    const { host, port } = hostPort(m.kvAddress);
+    if (!(await waitForPort(port, 30_000, host).catch(() => false))) {
       throw new Error(`${m.master.name} did not start listening on ${m.kvAddress} within 30 s. Its log (${m.master.logFile}) ends with:\n${m.master.tail(30)}`);
     }
   }
@@ -251,4 +273,9 @@ export class LocalCluster {
     await Promise.allSettled([this.etcd.stop(), this.redis.stop()]);
     fs.rmSync(this.workDir, { recursive: true, force: true });
   }
+}
+
+function hostPort(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  return { host: address.slice(0, i), port: Number(address.slice(i + 1)) };
 }

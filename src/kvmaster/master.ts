@@ -272,10 +272,33 @@ export class KvMaster {
   private async loadSnapshot(): Promise<void> {
     const snap = await this.client.getSnapshot();
     if (snap) this.store.restore(snap.data, snap.seq);
-    else this.store.clear();
+    else if (this.store.appliedSeq > 0 && !(await this.logStartsAtOne())) {
+      // No snapshot, and the log cannot rebuild this state (a stream server
+      // restarted empty): clearing would throw away acknowledged writes that
+      // may exist nowhere else, and leave nothing to replay. Keep the state;
+      // the follower retries (backing off) until the new leader continues the
+      // sequence after it or stores a snapshot.
+      this.log.warn({ seq: this.store.appliedSeq }, 'no snapshot to resync from and the log does not start at 1: keeping the applied state');
+      return;
+    } else this.store.clear();
     this.ackedSeq = Math.min(this.ackedSeq, this.store.appliedSeq);
     this.log.info({ seq: this.store.appliedSeq, keys: this.store.size }, snap ? 'state restored from snapshot' : 'no snapshot: state cleared');
     this.flushAck();
+  }
+
+  /** Whether the log holds entry 1 (then a replay from nothing rebuilds the whole state). Bounded. */
+  private async logStartsAtOne(): Promise<boolean> {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 2000);
+    try {
+      for await (const line of this.client.stream(1, abort.signal)) return line.type === 'entry' && line.seq === 1;
+      return false;
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+      abort.abort();
+    }
   }
 
   private scheduleAck(): void {

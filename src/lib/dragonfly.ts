@@ -111,6 +111,8 @@ const LOCAL_MAXMEMORY_BYTES = 1024 * 2 ** 20;
 export interface LocalDragonflyOptions extends Pick<DragonflyServingOptions, 'port' | 'dir' | 'dbfilename' | 'lockOnHashtags'> {
   /** Follow a primary (host:port), as a Dragonfly replica does. */
   replicaOf?: string;
+  /** The address to listen on (default 127.0.0.1, loopback only). */
+  host?: string;
 }
 
 /**
@@ -128,7 +130,7 @@ export function localDragonflyArgs(opts: LocalDragonflyOptions): string[] {
       threads: LOCAL_THREADS,
       ...(opts.lockOnHashtags !== undefined ? { lockOnHashtags: opts.lockOnHashtags } : {}),
     }),
-    '--bind=127.0.0.1',
+    `--bind=${opts.host ?? '127.0.0.1'}`,
     '--logtostderr',
     ...(opts.replicaOf ? [`--replicaof=${opts.replicaOf}`] : []),
   ];

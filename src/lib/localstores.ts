@@ -61,6 +61,8 @@ export interface StartEtcdOptions {
   reuse?: { clientPort: number; peerPort: number; dataDir: string };
   /** An etcd binary to run instead of the one on PATH (the dev cluster builds a newer one). */
   binary?: string;
+  /** The address to listen on (default 127.0.0.1); the fault tests use a bridge address that namespaces can reach. */
+  host?: string;
   /**
    * Serve clients over TLS with this certificate; with clientCertAuth, only
    * clients presenting a certificate signed by caFile get in. Health is then
@@ -73,6 +75,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
   const binary = opts.binary ?? requireBinary(['etcd'], 'etcd-server');
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hs-etcd-'));
   const name = opts.name ?? 'etcd';
+  const host = opts.host ?? '127.0.0.1';
   let lastError = '';
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     const clientPort = opts.reuse?.clientPort ?? (await freePort());
@@ -93,11 +96,11 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
       args: [
         '--name', name,
         '--data-dir', dataDir,
-        '--listen-client-urls', `${scheme}://127.0.0.1:${clientPort}`,
-        '--advertise-client-urls', `${scheme}://127.0.0.1:${clientPort}`,
-        '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
-        '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
-        '--initial-cluster', `${name}=http://127.0.0.1:${peerPort}`,
+        '--listen-client-urls', `${scheme}://${host}:${clientPort}`,
+        '--advertise-client-urls', `${scheme}://${host}:${clientPort}`,
+        '--listen-peer-urls', `http://${host}:${peerPort}`,
+        '--initial-advertise-peer-urls', `http://${host}:${peerPort}`,
+        '--initial-cluster', `${name}=http://${host}:${peerPort}`,
         '--logger', 'zap',
         '--log-level', 'warn',
         ...tlsArgs,
@@ -105,10 +108,10 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
       logFile: path.join(workDir, `${name}.log`),
       env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' },
     });
-    const ready = await waitForPort(clientPort, READY_TIMEOUT_MS);
-    if (ready && child.running && (await etcdHealthy(clientPort, opts.tls))) {
+    const ready = await waitForPort(clientPort, READY_TIMEOUT_MS, host);
+    if (ready && child.running && (await etcdHealthy(clientPort, opts.tls, host))) {
       return {
-        endpoint: `${scheme}://127.0.0.1:${clientPort}`,
+        endpoint: `${scheme}://${host}:${clientPort}`,
         workDir,
         process: child,
         dataDir,
@@ -125,11 +128,11 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
   throw new Error(`etcd did not become ready after ${START_ATTEMPTS} attempts; last log lines:\n${lastError}`);
 }
 
-async function etcdHealthy(port: number, tls?: StartEtcdOptions['tls']): Promise<boolean> {
+async function etcdHealthy(port: number, tls?: StartEtcdOptions['tls'], host = '127.0.0.1'): Promise<boolean> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     try {
-      const body = tls ? await httpsJson(port, tls) : ((await (await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) })).json()) as { health?: string });
+      const body = tls ? await httpsJson(port, tls) : ((await (await fetch(`http://${host}:${port}/health`, { signal: AbortSignal.timeout(1000) })).json()) as { health?: string });
       if (body.health === 'true') return true;
     } catch {
       // not yet
@@ -224,11 +227,15 @@ export interface StartStreamServerOptions {
   password?: string;
   /** Serve TLS only (no plain port), with this certificate; clients need not present one. */
   tls?: ServerTlsFiles;
+  /** The address to listen on (default 127.0.0.1). */
+  host?: string;
+  /** A fixed port (default: a free one): a stream server restarted empty comes back where its clients dial. */
+  port?: number;
 }
 
 export interface LocalStreamServer {
   kind: StreamServerKind;
-  /** redis://127.0.0.1:PORT, or rediss:// when started with tls (the password is not in it). */
+  /** redis://HOST:PORT, or rediss:// when started with tls (the password is not in it). */
   url: string;
   /** Set when started with one (requirepass). */
   password?: string;
@@ -258,9 +265,10 @@ export async function startStreamServer(opts: StartStreamServerOptions = {}): Pr
   }
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), `hs-${kind}-`));
   const name = opts.name ?? kind;
+  const host = opts.host ?? '127.0.0.1';
   let lastError = '';
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
-    const port = opts.reuse?.port ?? (await freePort());
+    const port = opts.reuse?.port ?? opts.port ?? (await freePort());
     const dir = opts.reuse?.dir ?? path.join(workDir, `${name}-data-${attempt}`);
     fs.mkdirSync(dir, { recursive: true });
     const args =
@@ -270,6 +278,7 @@ export async function startStreamServer(opts: StartStreamServerOptions = {}): Pr
               port,
               dir,
               dbfilename: STREAM_SERVER_DBFILENAME,
+              host,
               ...(opts.lockOnHashtags !== undefined ? { lockOnHashtags: opts.lockOnHashtags } : {}),
               ...(opts.replicaOf ? { replicaOf: opts.replicaOf } : {}),
             }),
@@ -289,7 +298,7 @@ export async function startStreamServer(opts: StartStreamServerOptions = {}): Pr
                 ]
               : ['--port', String(port)]),
             ...(opts.password !== undefined ? ['--requirepass', opts.password] : []),
-            '--bind', '127.0.0.1',
+            '--bind', host,
             // No periodic saves (tests stay fast); SHUTDOWN and SAVE still write dir/dbfilename.
             '--save', '',
             '--appendonly', 'no',
@@ -300,10 +309,10 @@ export async function startStreamServer(opts: StartStreamServerOptions = {}): Pr
             ...(opts.replicaOf ? ['--replicaof', ...opts.replicaOf.split(':')] : []),
           ];
     const child = new ManagedProcess({ name, command: binary, args, logFile: path.join(workDir, `${name}.log`) });
-    if ((await waitForPort(port, READY_TIMEOUT_MS)) && child.running && (await answersCommands(port, opts))) {
+    if ((await waitForPort(port, READY_TIMEOUT_MS, host)) && child.running && (await answersCommands(host, port, opts))) {
       return {
         kind,
-        url: `${opts.tls ? 'rediss' : 'redis'}://127.0.0.1:${port}`,
+        url: `${opts.tls ? 'rediss' : 'redis'}://${host}:${port}`,
         ...(opts.password !== undefined ? { password: opts.password } : {}),
         workDir,
         dir,
@@ -322,9 +331,9 @@ export async function startStreamServer(opts: StartStreamServerOptions = {}): Pr
 }
 
 /** True once the server answers a data command (a restarted one refuses them with LOADING until its snapshot is in). */
-async function answersCommands(port: number, auth: Pick<StartStreamServerOptions, 'password' | 'tls'>): Promise<boolean> {
+async function answersCommands(host: string, port: number, auth: Pick<StartStreamServerOptions, 'password' | 'tls'>): Promise<boolean> {
   const client = new Redis({
-    host: '127.0.0.1',
+    host,
     port,
     lazyConnect: true,
     maxRetriesPerRequest: 0,

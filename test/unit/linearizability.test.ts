@@ -26,7 +26,7 @@ const op = (o: Partial<HistoryOp> & Pick<HistoryOp, 'op' | 'invokeMs' | 'complet
 
 function write(name: string, ops: HistoryOp[]): string {
   const rec = new HistoryRecorder();
-  for (const o of ops) rec.append(o);
+  for (const o of ops) rec.record(o);
   const file = path.join(dir, `${name}.jsonl`);
   rec.write(file);
   return file;

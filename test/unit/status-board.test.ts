@@ -55,4 +55,13 @@ describe('snapshotWanted', () => {
     expect(snapshotWanted({ ...base, headSeq: 10, now: 61_000 })?.reason).toMatch(/60 s/);
     expect(snapshotWanted({ ...base, headSeq: 10, now: 61_000, intervalSeconds: 0 })).toBeNull();
   });
+
+  it('asks at once when the log no longer reaches back to the newest snapshot (a stream server restarted empty)', () => {
+    // Epoch raised to head 200 on an empty stream, no snapshot: entries 1-200 exist nowhere but in the masters.
+    expect(snapshotWanted({ ...base, headSeq: 200, logLength: 0, logStartSeq: 200 })?.reason).toMatch(/log starts after seq 200/);
+    expect(snapshotWanted({ ...base, headSeq: 230, logLength: 30, logStartSeq: 200, lastSnapshotSeq: 150 })?.minSeq).toBe(230);
+    // The log covers everything after the snapshot: no extra snapshot.
+    expect(snapshotWanted({ ...base, headSeq: 50, logLength: 50, logStartSeq: 0 })).toBeNull();
+    expect(snapshotWanted({ ...base, headSeq: 250, logLength: 100, logStartSeq: 150, lastSnapshotSeq: 200 })).toBeNull();
+  });
 });
