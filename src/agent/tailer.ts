@@ -93,6 +93,11 @@ export class OpLogTailer {
   private async idle(): Promise<TailEvent> {
     const headSeq = Number((await this.conn.get(this.keys.head)) ?? 0);
     if (headSeq < this.expectedSeq - 1) {
+      // No epoch at all: the server restarted empty and no leader has raised
+      // one since. Wait for that leader instead of resyncing now: this master's
+      // state may be the only copy of acknowledged entries (sync replication),
+      // and the new leader's head decides whether it still follows on.
+      if ((await this.conn.get(this.keys.epoch)) === null) return { type: 'idle', headSeq: this.expectedSeq - 1 };
       return this.resync('reset', `the stream's head is ${headSeq}, below the ${this.expectedSeq - 1} entries already applied`);
     }
     return { type: 'idle', headSeq };
