@@ -185,6 +185,8 @@ export interface StartRedisOptions {
   password?: string;
   /** Serve TLS only (no plain port), with this certificate; clients need not present one. */
   tls?: ServerTlsFiles;
+  /** Listen on this port (a server restarted where its clients look for it); default a free one. */
+  port?: number;
 }
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<LocalRedis> {
@@ -194,7 +196,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<LocalRed
   const name = opts.name ?? 'redis';
   let lastError = '';
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
-    const port = await freePort();
+    const port = opts.port ?? (await freePort());
     const child = new ManagedProcess({
       name,
       command: binary,
