@@ -85,6 +85,8 @@ export class SyncReplicator {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private formCooldownUntil = 0;
+  /** Members whose position moved back since they last held everything acknowledged. */
+  private readonly regressed = new Set<string>();
 
   constructor(opts: SyncReplicatorOptions) {
     this.opts = opts;
@@ -282,10 +284,15 @@ export class SyncReplicator {
   private onAck(message: string): void {
     const ack = parseAck(message);
     if (!ack || ack.member === this.opts.member) return;
-    const prev = this.acks.get(ack.member);
-    // Positions only move forward within an epoch; a restarted standby may report a lower one, which is the truth now.
-    if (prev && prev.epoch === ack.epoch && prev.seq > ack.seq && Date.now() - prev.at < 1000) return;
+    const before = this.covered(ack.member);
+    // One publisher per member, one PUBLISH in flight: messages arrive in order, so the latest is the truth.
     this.acks.set(ack.member, { ...ack, at: Date.now() });
+    const after = this.covered(ack.member);
+    // A position that moved back (its master restarted or resynced) no longer
+    // proves what was acknowledged: such a member must leave the set until it
+    // holds everything again.
+    if (after < before) this.regressed.add(ack.member);
+    else if (after >= this.highestAcked) this.regressed.delete(ack.member);
     this.wake();
   }
 
@@ -301,14 +308,36 @@ export class SyncReplicator {
     // An ack older than this says the standby stopped reading (paused, partitioned, master gone).
     const fresh = (m: string): boolean => (this.acks.get(m)?.at ?? 0) > Date.now() - Math.max(1000, this.opts.syncTimeoutMs);
     const rec = this.ours();
-    const keep = rec?.mode === 'sync' ? rec.members.filter((m) => live.has(m) && fresh(m)) : [];
+    const keep = rec?.mode === 'sync' ? rec.members.filter((m) => live.has(m) && fresh(m) && !this.regressed.has(m)) : [];
     if (rec?.mode === 'sync' && keep.length === rec.members.length && keep.length >= this.opts.minSyncStandbys) return;
     const spares = [...live.keys()]
       .filter((m) => !keep.includes(m) && fresh(m))
       .sort((a, b) => this.covered(b) - this.covered(a) || a.localeCompare(b));
     const members = [...keep, ...spares].slice(0, this.opts.minSyncStandbys);
-    if (members.length < this.opts.minSyncStandbys) return;
+    if (members.length < this.opts.minSyncStandbys) {
+      // No full set can be formed. A member that no longer holds everything
+      // must still leave the published set (a subset needs no check): writes
+      // then wait, and time out, until a full set forms again.
+      const dropped = rec?.mode === 'sync' ? rec.members.filter((m) => this.regressed.has(m)) : [];
+      if (dropped.length > 0) void this.shrink(rec!.members.filter((m) => !this.regressed.has(m)), dropped);
+      return;
+    }
     void this.form(members.sort());
+  }
+
+  private async shrink(members: string[], dropped: string[]): Promise<void> {
+    const forming = { members, target: 0, abort: false, publishing: true };
+    this.forming = forming;
+    try {
+      await this.publish({ mode: 'sync', members });
+      this.log.warn({ members, dropped }, 'sync set shrunk: a member no longer holds every acknowledged write (its master restarted or resynced)');
+    } catch (err) {
+      this.log.info({ err: (err as Error).message }, 'could not shrink the sync set; trying again shortly');
+      this.formCooldownUntil = Date.now() + 200;
+    } finally {
+      if (this.forming === forming) this.forming = undefined;
+      this.wake();
+    }
   }
 
   /** Publishes `members` as the sync set once each holds everything acknowledged so far. Bounded by syncTimeoutMs. */

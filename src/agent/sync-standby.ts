@@ -138,6 +138,9 @@ export class SyncStandby {
     this.buffer.clear();
     this.position = undefined;
     this.pending = undefined;
+    // Tell the leader at once that this member no longer proves anything, so it leaves the sync set.
+    this.publish({ epoch: 0, seq: 0 });
+    this.position = undefined;
   }
 
   private publishHeld(): void {
