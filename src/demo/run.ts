@@ -17,6 +17,8 @@ export interface DemoOptions {
   /** Then this many kill -9 of the leader's master alone (its agent runs on); default 0. */
   masterCrashes?: number;
   rate: number;
+  /** sync: the agents run with --replication sync (docs/replication.md); default async. */
+  replication?: 'async' | 'sync';
   /** Live terminal view when given; otherwise progress lines go to `progress`. */
   screen?: NodeJS.WriteStream;
   progress: (line: string) => void;
@@ -59,7 +61,12 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     if (!opts.screen) opts.progress(line);
   };
   note(`starting etcd, redis-server and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s)`);
-  const cluster = await LocalCluster.start({ members: opts.members, leaseTtlSeconds: opts.leaseTtlSeconds, logLevel: 'warn' });
+  const cluster = await LocalCluster.start({
+    members: opts.members,
+    leaseTtlSeconds: opts.leaseTtlSeconds,
+    logLevel: 'warn',
+    ...(opts.replication === 'sync' ? { agentArgs: ['--replication', 'sync'] } : {}),
+  });
   const load = new WriteLoad({ members: () => cluster.members, rate: opts.rate });
   const failoverMs: number[] = [];
   const switchoverMs: number[] = [];

@@ -19,6 +19,8 @@ Options:
   --rate N           writes per second (default 200)
   --failovers N      stop after N failovers (default: run until Ctrl-C)
   --switchovers M    then do M planned switchovers (default 0)
+  --replication async|sync
+                     sync: a write is acknowledged only once a standby holds it (docs/replication.md)
   --json             no live view: progress on stderr, one JSON summary on stdout
                      {failovers, switchovers, ackedWrites, failedWrites, lostWrites,
                       failoverMs {p50,p99,max}, switchoverMs, leaseTtlSeconds, members};
@@ -27,6 +29,11 @@ Options:
 Examples:
   hotstandby demo
   hotstandby demo --failovers 20 --lease-ttl 2 --interval 1 --json`;
+
+function replicationFlag(raw: string | undefined): 'async' | 'sync' {
+  if (raw === undefined || raw === 'async' || raw === 'sync') return raw ?? 'async';
+  throw new UsageError(`--replication must be async or sync, got ${JSON.stringify(raw)}`);
+}
 
 export const demoCommand: Command = {
   name: 'demo',
@@ -39,6 +46,7 @@ export const demoCommand: Command = {
       rate: { type: 'string' },
       failovers: { type: 'string' },
       switchovers: { type: 'string' },
+      replication: { type: 'string' },
       json: { type: 'boolean' },
     });
     const str = (k: string): string | undefined => values[k] as string | undefined;
@@ -49,6 +57,7 @@ export const demoCommand: Command = {
       intervalSeconds: intFlag(str('interval'), 'interval', 0, 3600, 8),
       rate: intFlag(str('rate'), 'rate', 1, 20_000, 200),
       switchovers: intFlag(str('switchovers'), 'switchovers', 0, 1000, 0),
+      replication: replicationFlag(str('replication')),
       ...(str('failovers') !== undefined ? { failovers: intFlag(str('failovers'), 'failovers', 0, 10_000, 0) } : {}),
     };
     const { runDemo } = await import('../../demo/run.ts');
