@@ -146,6 +146,28 @@ describe('sync replication', () => {
     expect(outside.agent.tail(400)).toMatch(/not in the sync set/);
   }, 60_000);
 
+  it("a sync standby whose master restarts no longer holds what it acknowledged: it leaves the set, and a caught-up member takes its place", async () => {
+    cluster = await LocalCluster.start({ members: 3, leaseTtlSeconds: 5, agentArgs: syncArgs({ timeoutMs: 3000 }) });
+    const c = cluster;
+    const leader = await c.waitForLeader();
+    for (let i = 0; i < 20; i++) expect((await put(leader, `k${i}`, '1')).status).toBe(200);
+    const set = await publishedSet(c, leader);
+    const inSet = c.members.find((m) => m.name === set.members[0])!;
+    const spare = c.members.find((m) => m !== leader && m !== inSet)!;
+    // Either signal removes it: its master counts as gone (state master-down),
+    // and the new instance's agent acknowledges 0/0 (a position that moved back).
+    await c.restartMaster(inSet);
+    const next = await waitFor(
+      async () => {
+        const r = await syncRecord(c);
+        return r && r.mode === 'sync' && !r.members.includes(inSet.name) ? r : undefined;
+      },
+      { timeoutMs: 10_000, intervalMs: 10, what: `${inSet.name} to leave the sync set` },
+    );
+    expect(next.members).toEqual([spare.name]);
+    expect((await put(leader, 'after', '1')).status).toBe(200);
+  }, 60_000);
+
   it('THE GUARANTEE: leader agent, leader master and stream server killed -9 at once, the server back empty: every acknowledged write is served by the new leader', async () => {
     cluster = await LocalCluster.start({ members: 3, leaseTtlSeconds: 2, agentArgs: syncArgs({ timeoutMs: 2000 }) });
     const c = cluster;
