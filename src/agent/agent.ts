@@ -287,7 +287,14 @@ export class Agent implements LocalApiBackend {
     }
     // Side by side: each is a round trip on the failover path.
     const switchoverRead = this.readSwitchover().catch(() => undefined);
-    const syncRead = this.config.replication === 'sync' ? withTimeout(this.etcd.get(this.keys.sync).string(), STORE_CALL_TIMEOUT_MS, 'the sync record') : undefined;
+    // Settled into a value: an early return below must not leave a rejection unhandled.
+    const syncRead =
+      this.config.replication === 'sync'
+        ? withTimeout(this.etcd.get(this.keys.sync).string(), STORE_CALL_TIMEOUT_MS, 'the sync record').then(
+            (raw) => ({ raw }),
+            (err: Error) => ({ err }),
+          )
+        : undefined;
     let headSeq: number;
     try {
       headSeq = await withTimeout(this.oplog.headSeq(), STORE_CALL_TIMEOUT_MS, 'the log head');
@@ -299,11 +306,9 @@ export class Agent implements LocalApiBackend {
     // Sync mode: only members of the published sync set hold every acknowledged entry.
     let sync: ReturnType<typeof syncCandidacy> = { restricted: false };
     if (syncRead) {
-      try {
-        sync = syncCandidacy(parseSyncRecord(await syncRead), this.member);
-      } catch (err) {
-        return { eligible: false, delayMs: 0, reason: `cannot read the sync record: ${(err as Error).message}` };
-      }
+      const read = await syncRead;
+      if ('err' in read) return { eligible: false, delayMs: 0, reason: `cannot read the sync record: ${read.err.message}` };
+      sync = syncCandidacy(parseSyncRecord(read.raw), this.member);
       if (sync.restricted && !sync.eligible) return { eligible: false, delayMs: 0, reason: sync.reason };
     }
     const syncSet = sync.restricted ? sync.members : undefined;
