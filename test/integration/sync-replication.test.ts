@@ -182,7 +182,10 @@ describe('sync replication', () => {
       c.killRedis();
       const ackedAtKill = load.stats.acked;
       await c.restartRedisEmpty();
-      next = await c.waitForLeader({ not: leader, timeoutMs: 30_000 });
+      next = await c.waitForLeader({ not: leader, timeoutMs: 30_000 }).catch((err: Error) => {
+        const tails = c.members.filter((m) => m !== leader).map((m) => `--- ${m.name} agent:\n${m.agent.tail(40)}\n--- ${m.name} master:\n${m.master.tail(20)}`);
+        throw new Error(`${err.message}; sync set was [${set.members.join(', ')}]\n${tails.join('\n')}`);
+      });
       expect(set.members).toContain(next.name);
       expect(ackedAtKill).toBeGreaterThan(600);
     } finally {
