@@ -14,7 +14,7 @@
 // async resolves a write when its append returns; sync when the standby's ack
 // covers it. This is the protocol's own cost, without six processes and an HTTP
 // client competing for the cores.
-// Usage: node bench/sync-replication.ts [--seconds 6] [--rates 1000,10000] [--json]
+// Usage: node bench/sync-replication.ts [--seconds 6] [--rates 1000,10000] [--only clusters,ack-path] [--json]
 import http from 'node:http';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -30,7 +30,12 @@ import { silentLogger } from '../src/lib/log.ts';
 import { percentile, sleep } from '../src/lib/time.ts';
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '6' }, rates: { type: 'string', default: '1000,10000' }, json: { type: 'boolean', default: false } },
+  options: {
+    seconds: { type: 'string', default: '6' },
+    rates: { type: 'string', default: '1000,10000' },
+    only: { type: 'string', default: 'clusters,ack-path' },
+    json: { type: 'boolean', default: false },
+  },
 });
 const SECONDS = Number(values.seconds);
 const RATES = values.rates.split(',').map(Number);
@@ -187,10 +192,17 @@ function verdictFor(a: { achieved: number; p99: number }, s: { achieved: number;
   return s.p99 - a.p99 < 2 ? 'met' : 'NOT met';
 }
 
+type Row = { rate: number; mode: string; achieved: number; failed: number; p50: number; p99: number; max: number };
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+const ms = (n: number): string => `${n.toFixed(2)} ms`;
+const sign = (n: number): string => `${n >= 0 ? '+' : '−'}${ms(Math.abs(n))}`;
+const only = new Set(values.only.split(','));
+
 const clusters: LocalCluster[] = [];
 const results: Record<string, unknown> = {};
 try {
   say(`machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}, Node ${process.version}`);
+  if (only.has('clusters')) {
   const asyncCluster = await LocalCluster.start({ members: 3, logLevel: 'warn', cluster: { namespace: 'bench', name: 'async' } });
   clusters.push(asyncCluster);
   const syncCluster = await LocalCluster.start({
@@ -204,7 +216,7 @@ try {
   // Warm up both (JIT, connections, the sync set published).
   for (const l of Object.values(leaders)) await offer(l, 500, 1);
 
-  const rows: Array<{ rate: number; mode: string; achieved: number; failed: number; p50: number; p99: number; max: number }> = [];
+  const rows: Row[] = [];
   for (const rate of RATES) {
     const halves = { async: [] as Run[], sync: [] as Run[] };
     for (let half = 0; half < 2; half++) {
@@ -219,9 +231,6 @@ try {
     }
   }
 
-  const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
-  const ms = (n: number): string => `${n.toFixed(2)} ms`;
-  const sign = (n: number): string => `${n >= 0 ? '+' : '−'}${ms(Math.abs(n))}`;
   say('');
   say('Client write latency (send → 200) through the leader kvmaster, 3 members each, open-loop load');
   say(`  ${'offered/s'.padStart(10)} ${'mode'.padEnd(6)} ${'achieved/s'.padStart(11)} ${'failed'.padStart(7)} ${'p50'.padStart(10)} ${'p99'.padStart(10)} ${'max'.padStart(10)}`);
@@ -237,11 +246,13 @@ try {
     say(`  ${fmt(rate).padStart(10)}/s: p50 ${sign(s.p50 - a.p50)}, p99 ${sign(p99)}, throughput ${((s.achieved / a.achieved) * 100).toFixed(0)}% of async${rate === 10_000 ? `   aim p99 overhead < 2 ms: ${verdictFor(a, s, rate)}` : ''}`);
   }
   results.rows = rows;
+  }
 
   // The ack path alone.
+  if (only.has('ack-path')) {
   const redisServer = await startRedis();
   try {
-    const iso: typeof rows = [];
+    const iso: Row[] = [];
     for (const rate of RATES) {
       const halves = { async: [] as Run[], sync: [] as Run[] };
       for (let half = 0; half < 2; half++) {
@@ -268,6 +279,7 @@ try {
   } finally {
     await redisServer.stop();
     removeWorkDir(redisServer);
+  }
   }
   if (values.json) process.stdout.write(`${JSON.stringify(results)}\n`);
 } finally {

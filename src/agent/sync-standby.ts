@@ -96,14 +96,12 @@ export interface SyncStandbyOptions {
   log: Logger;
 }
 
-/** Buffers received entries and publishes the acknowledgement, one PUBLISH in flight at a time. */
+/** Buffers received entries and publishes the acknowledgement. */
 export class SyncStandby {
   readonly buffer = new ReceivedBuffer();
   private readonly opts: SyncStandbyOptions;
-  /** The position to publish next, and the last one published. */
-  private pending: { epoch: number; seq: number } | undefined;
+  /** The last position published. */
   private position: { epoch: number; seq: number } | undefined;
-  private inFlight = false;
   private full = false;
 
   constructor(opts: SyncStandbyOptions) {
@@ -137,7 +135,6 @@ export class SyncStandby {
   reset(): void {
     this.buffer.clear();
     this.position = undefined;
-    this.pending = undefined;
     // Tell the leader at once that this member no longer proves anything, so it leaves the sync set.
     this.publish({ epoch: 0, seq: 0 });
     this.position = undefined;
@@ -148,19 +145,16 @@ export class SyncStandby {
     if (held && (!this.position || held.seq !== this.position.seq || held.epoch !== this.position.epoch)) this.publish({ epoch: held.epoch, seq: held.seq });
   }
 
+  /**
+   * Sent at once, never held back behind the previous reply: one connection
+   * keeps them in order (ioredis pipelines), so the leader sees positions
+   * only move forward, and a slow reply does not delay the next ack.
+   */
   private publish(position: { epoch: number; seq: number }): void {
-    this.pending = position;
-    if (this.inFlight) return;
-    const next = this.pending;
-    this.pending = undefined;
-    this.position = next;
-    this.inFlight = true;
+    this.position = position;
     this.opts.redis
-      .publish(this.opts.channel, formatAck({ member: this.opts.member, ...next }))
-      .catch((err: Error) => this.opts.log.debug({ err: err.message }, 'sync ack publish failed; the next one carries it'))
-      .finally(() => {
-        this.inFlight = false;
-        if (this.pending) this.publish(this.pending);
-      });
+      .publish(this.opts.channel, formatAck({ member: this.opts.member, ...position }))
+      .catch((err: Error) => this.opts.log.debug({ err: err.message }, 'sync ack publish failed; the next one carries it'));
   }
+
 }
