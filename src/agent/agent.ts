@@ -20,6 +20,9 @@ import { MetadataStore } from './metadata.ts';
 import { StatusBoard } from './status-board.ts';
 import { MasterSession } from './master-session.ts';
 import { snapshotWanted } from './snapshot-policy.ts';
+import { SyncStandby } from './sync-standby.ts';
+import { SyncReplicator } from './sync-replication.ts';
+import { parseSyncRecord, syncCandidacy } from './sync-record.ts';
 import { startLocalApi, type LocalApiServer } from './localapi/server.ts';
 import { startHealthServer, type HealthServer, type ProbeResult } from './health-server.ts';
 import { KubeClient } from './kube-client.ts';
@@ -99,6 +102,9 @@ export class Agent implements LocalApiBackend {
   private streamOkAt = performance.now();
   /** The stream server client reports why a connection failed (a refused password) only as an event. */
   private lastRedisError = '';
+  /** Sync replication (--replication sync): the standby side always, the leader side while leading. */
+  private readonly syncStandby: SyncStandby | undefined;
+  private syncLeader: SyncReplicator | undefined;
 
   private constructor(config: AgentConfig, log: Logger) {
     this.config = config;
@@ -125,6 +131,7 @@ export class Agent implements LocalApiBackend {
       this.log.debug({ err: err.message }, 'stream server connection error');
     });
     this.oplog = new OpLog({ redis: this.redis, keys: sKeys, maxLength: config.oplogMaxLength, log });
+    if (config.replication === 'sync') this.syncStandby = new SyncStandby({ redis: this.redis, channel: sKeys.acks, member: config.member, log });
     this.snapshots = new SnapshotStore({
       redis: this.redis,
       etcd: this.etcd,
@@ -287,6 +294,14 @@ export class Agent implements LocalApiBackend {
     }
     // Side by side: each is a round trip on the failover path.
     const switchoverRead = this.readSwitchover().catch(() => undefined);
+    // Settled into a value: an early return below must not leave a rejection unhandled.
+    const syncRead =
+      this.config.replication === 'sync'
+        ? withTimeout(this.etcd.get(this.keys.sync).string(), STORE_CALL_TIMEOUT_MS, 'the sync record').then(
+            (raw) => ({ raw }),
+            (err: Error) => ({ err }),
+          )
+        : undefined;
     let headSeq: number;
     try {
       headSeq = await withTimeout(this.oplog.headSeq(), STORE_CALL_TIMEOUT_MS, 'the log head');
@@ -295,12 +310,22 @@ export class Agent implements LocalApiBackend {
     }
     this.board.update({ headSeq });
     const switchover = await switchoverRead;
+    // Sync mode: only members of the published sync set hold every acknowledged entry.
+    let sync: ReturnType<typeof syncCandidacy> = { restricted: false };
+    if (syncRead) {
+      const read = await syncRead;
+      if ('err' in read) return { eligible: false, delayMs: 0, reason: `cannot read the sync record: ${read.err.message}` };
+      sync = syncCandidacy(parseSyncRecord(read.raw), this.member);
+      if (sync.restricted && !sync.eligible) return { eligible: false, delayMs: 0, reason: sync.reason };
+    }
+    const syncSet = sync.restricted ? sync.members : undefined;
     return decideCandidacy({
       self: this.member,
       selfAppliedSeq: this.board.get().appliedSeq,
       headSeq,
-      maxLagOnFailover: this.config.maxLagOnFailover,
-      members: this.registry.members(),
+      // A sync set member holds every acknowledged entry (its master or its received buffer): lag does not bar it.
+      maxLagOnFailover: syncSet ? Number.MAX_SAFE_INTEGER : this.config.maxLagOnFailover,
+      members: syncSet ? this.registry.members().filter((m) => syncSet.includes(m.member)) : this.registry.members(),
       stepMs: this.config.candidacyStepMs,
       // A pending switchover holds the other standbys back one TTL, long
       // enough for the target to win.
@@ -347,12 +372,14 @@ export class Agent implements LocalApiBackend {
     this.setRole('promoting', { epoch, leader: { member: record.member, address: record.address, epoch } });
     this.leaderLog.info('elected; raising the epoch and draining the log');
     try {
-      const { headSeq } = await withTimeout(
+      const raised = await withTimeout(
         this.oplog.raiseEpoch(epoch, this.board.get().appliedSeq),
         STORE_CALL_TIMEOUT_MS,
         'raising the epoch in the stream server',
       );
+      const headSeq = await this.restoreLostEntries(epoch, raised.headSeq);
       this.board.update({ headSeq });
+      if (this.config.replication === 'sync') await this.startSyncLeader(epoch, raised.headSeq);
       await waitFor(
         () => {
           if (!this.election.holdsLeadership() || this.board.get().role !== 'promoting') throw new Error('lost leadership while promoting');
@@ -372,6 +399,8 @@ export class Agent implements LocalApiBackend {
       this.leaderLog.info({ headSeq, promotionMs: Date.now() - started }, 'now leading: accepting writes');
       await this.clearSwitchoverIfTarget();
     } catch (err) {
+      this.syncLeader?.stop(new NotLeaderError(undefined));
+      this.syncLeader = undefined;
       if (this.closing) return;
       this.leaderLog.error({ err: (err as Error).message }, 'promotion failed; resigning');
       if (err instanceof FencedError) this.onDeposed(epoch, 'key-changed');
@@ -383,7 +412,58 @@ export class Agent implements LocalApiBackend {
     }
   }
 
+  /**
+   * Sync mode: entries this member received but the stream server no longer
+   * holds (it came back empty, or from an older copy) are appended again under
+   * the new epoch, at the same sequence numbers, before the master drains the
+   * log: an acknowledged entry may live only in a standby's buffer. Returns the
+   * head after that. Then the master is asked for a snapshot at once, so the
+   * other standbys, whose log position the server lost, can resync.
+   */
+  private async restoreLostEntries(epoch: number, headSeq: number): Promise<number> {
+    if (!this.syncStandby) return headSeq;
+    const lost = this.syncStandby.buffer.after(headSeq);
+    if (lost === undefined) {
+      this.leaderLog.error({ headSeq }, 'sync replication: the received buffer does not continue the stream head; cannot restore what the stream server lost');
+      return headSeq;
+    }
+    const lossy = headSeq < this.board.get().headSeq || lost.length > 0;
+    let head = headSeq;
+    for (let i = 0; i < lost.length; i += 1000) {
+      const part = lost.slice(i, i + 1000);
+      const r = await this.appendOnce(epoch, part.map(({ op, key, payload }) => ({ op, key, payload })), randomUUID());
+      if (r.firstSeq !== head + 1) throw new Error(`restoring lost entries: appended at ${r.firstSeq}, expected ${head + 1}`);
+      head = r.lastSeq;
+    }
+    if (lost.length > 0) this.leaderLog.warn({ from: headSeq + 1, to: head }, 'the stream server had lost entries this member held; appended them again');
+    if (lossy) this.board.update({ snapshotWanted: { reason: 'the stream server lost entries; standbys need a snapshot to resync', minSeq: head } });
+    return head;
+  }
+
+  private async startSyncLeader(epoch: number, startHead: number): Promise<void> {
+    this.syncLeader?.stop(new NotLeaderError(undefined));
+    const leader = new SyncReplicator({
+      etcd: this.etcd,
+      redis: this.redis,
+      keys: this.keys,
+      channel: streamKeys(this.config.cluster).acks,
+      member: this.member,
+      epoch,
+      startHead,
+      minSyncStandbys: this.config.minSyncStandbys,
+      syncTimeoutMs: this.config.syncTimeoutMs,
+      onSyncTimeout: this.config.onSyncTimeout,
+      members: () => this.registry.members(),
+      headSeq: () => this.board.get().headSeq,
+      log: this.leaderLog,
+    });
+    this.syncLeader = leader;
+    await leader.start();
+  }
+
   private onDeposed(epoch: number, reason: string): void {
+    this.syncLeader?.stop(new NotLeaderError(this.election.leader));
+    this.syncLeader = undefined;
     const role = this.board.get().role;
     if (role === 'leader' || role === 'promoting') {
       this.leaderLog.warn({ reason, epoch }, 'no longer leading: writes stop now');
@@ -424,6 +504,7 @@ export class Agent implements LocalApiBackend {
     }
     this.board.update({ appliedSeq: 0, receivedSeq: 0 });
     this.registry.update({ appliedSeq: 0, receivedSeq: 0 });
+    this.syncStandby?.reset();
     if (s.role === 'leader' || s.role === 'promoting') this.resignForMaster('a new master instance has not caught up');
   }
 
@@ -467,6 +548,8 @@ export class Agent implements LocalApiBackend {
         receivedSeq: Math.max(this.board.get().receivedSeq, result.lastSeq),
       });
       this.registry.update({ appliedSeq: this.board.get().appliedSeq, receivedSeq: this.board.get().receivedSeq });
+      // Sync mode: acknowledged only once the sync standbys hold it (or the fallback says otherwise).
+      if (this.syncLeader) await this.syncLeader.awaitReplicated(result.lastSeq);
       return { epoch, ...result };
     } catch (err) {
       if (err instanceof FencedError) {
@@ -520,6 +603,8 @@ export class Agent implements LocalApiBackend {
           throw new StoreUnavailableError(`reading the log failed: ${(err as Error).message}`);
         }
         if (event.type === 'entries') {
+          // Held, and acknowledged to the leader, before the master sees them.
+          if (this.board.get().role !== 'leader') this.syncStandby?.received(event.entries);
           for (const e of event.entries) {
             yield { type: 'entry', seq: e.seq, epoch: e.epoch, op: e.op, key: e.key, payload: e.payload };
           }
@@ -530,11 +615,13 @@ export class Agent implements LocalApiBackend {
           }
         } else if (event.type === 'idle') {
           this.board.update({ headSeq: Math.max(this.board.get().headSeq, event.headSeq) });
+          if (this.board.get().role !== 'leader') this.syncStandby?.heartbeat();
           yield { type: 'heartbeat', headSeq: event.headSeq };
         } else {
           const latest = await this.snapshots.latest().catch(() => undefined);
           this.log.warn({ reason: event.reason, fromSeq, snapshotSeq: latest?.seq }, 'standby must resync from the latest snapshot');
           this.registry.update({ state: 'resyncing' });
+          this.syncStandby?.reset();
           yield { type: 'resync', reason: event.reason, snapshot: latest ? { id: latest.id, seq: latest.seq } : null };
           return;
         }
@@ -550,6 +637,7 @@ export class Agent implements LocalApiBackend {
     if (seq > ceiling) {
       throw new BadRequestError('seq', `seq ${seq} is above the log head ${ceiling}; acknowledge only entries you received`);
     }
+    this.syncStandby?.applied(seq);
     if (seq > s.appliedSeq) {
       this.board.update({ appliedSeq: seq });
       this.registry.update({ appliedSeq: seq, receivedSeq: Math.max(s.receivedSeq, seq), state: 'ok' });
@@ -798,6 +886,7 @@ export class Agent implements LocalApiBackend {
     this.board.update({ role: 'stopping', writable: false });
     this.lifetime.abort(new Error('agent stopping'));
     this.board.releaseAll();
+    this.syncLeader?.stop(new Error('agent stopping'));
     if (this.headTimer) clearInterval(this.headTimer);
     this.master.close();
     const step = async (what: string, fn: () => Promise<unknown> | undefined): Promise<void> => {

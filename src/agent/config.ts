@@ -7,6 +7,7 @@ import { parseClusterId, type ClusterRef } from '../lib/keys.ts';
 import { urlHasPassword } from '../lib/storeclients.ts';
 import { IN_CLUSTER_CA_FILE, IN_CLUSTER_NAMESPACE_FILE, IN_CLUSTER_TOKEN_FILE, type KubeAccess } from './kube-client.ts';
 import { parseHostPort } from './health-server.ts';
+import { REPLICATION_MODES, SYNC_TIMEOUT_ACTIONS, type ReplicationMode, type SyncTimeoutAction } from './sync-record.ts';
 
 export interface AgentConfig {
   cluster: ClusterRef;
@@ -32,6 +33,17 @@ export interface AgentConfig {
   masterLivenessTimeoutMs: number;
   /** How long a new leader waits for its master to apply the log to its end. */
   promotionTimeoutMs: number;
+  /**
+   * async: a write is acknowledged once it is in the stream server. sync: also
+   * only after minSyncStandbys standbys received it (src/agent/sync-replication.ts).
+   */
+  replication: ReplicationMode;
+  /** sync mode: how many standbys must have received a batch before it is acknowledged. */
+  minSyncStandbys: number;
+  /** sync mode: how long a write waits for the standbys before onSyncTimeout applies. */
+  syncTimeoutMs: number;
+  /** sync mode, after syncTimeoutMs: fail the write (strict) or fall back to async until standbys catch up. */
+  onSyncTimeout: SyncTimeoutAction;
   oplogMaxLength: number;
   snapshotEveryEntries: number;
   snapshotIntervalSeconds: number;
@@ -68,6 +80,10 @@ export const AGENT_DEFAULTS = {
   // pauses (GC, a big apply), so 500 ms with nothing open is not a hiccup.
   masterLivenessTimeoutMs: 500,
   promotionTimeoutMs: 30_000,
+  replication: 'async',
+  minSyncStandbys: 1,
+  syncTimeoutMs: 2000,
+  onSyncTimeout: 'fail',
   oplogMaxLength: 1_000_000,
   snapshotEveryEntries: 100_000,
   snapshotIntervalSeconds: 300,
@@ -116,6 +132,10 @@ const ENV_NAMES: Record<SettingName, string> = {
   candidacyStepMs: 'HOTSTANDBY_CANDIDACY_STEP_MS',
   masterLivenessTimeoutMs: 'HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS',
   promotionTimeoutMs: 'HOTSTANDBY_PROMOTION_TIMEOUT_MS',
+  replication: 'HOTSTANDBY_REPLICATION',
+  minSyncStandbys: 'HOTSTANDBY_MIN_SYNC_STANDBYS',
+  syncTimeoutMs: 'HOTSTANDBY_SYNC_TIMEOUT_MS',
+  onSyncTimeout: 'HOTSTANDBY_ON_SYNC_TIMEOUT',
   oplogMaxLength: 'HOTSTANDBY_OPLOG_MAX_LENGTH',
   snapshotEveryEntries: 'HOTSTANDBY_SNAPSHOT_EVERY_ENTRIES',
   snapshotIntervalSeconds: 'HOTSTANDBY_SNAPSHOT_INTERVAL_SECONDS',
@@ -151,6 +171,10 @@ export const FLAG_NAMES: Record<SettingName, string> = {
   candidacyStepMs: '--candidacy-step-ms',
   masterLivenessTimeoutMs: '--master-liveness-timeout-ms',
   promotionTimeoutMs: '--promotion-timeout-ms',
+  replication: '--replication',
+  minSyncStandbys: '--min-sync-standbys',
+  syncTimeoutMs: '--sync-timeout-ms',
+  onSyncTimeout: '--on-sync-timeout',
   oplogMaxLength: '--oplog-max-length',
   snapshotEveryEntries: '--snapshot-every-entries',
   snapshotIntervalSeconds: '--snapshot-interval',
@@ -187,6 +211,14 @@ function required(raw: string | undefined, field: SettingName, example: string):
     throw new ConfigError(fieldName(field), `is required; for example ${FLAG_NAMES[field]} ${example}`);
   }
   return raw.trim();
+}
+
+function oneOf<T extends string>(raw: string | undefined, field: SettingName, allowed: readonly T[], fallback: T): T {
+  if (raw === undefined || raw === '') return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(fieldName(field), `must be one of ${allowed.join(', ')}, got ${JSON.stringify(raw)}`);
+  }
+  return raw as T;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -261,6 +293,12 @@ export function resolveAgentConfig(flags: RawAgentSettings, env: NodeJS.ProcessE
     throw new ConfigError(fieldName('logLevel'), `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
   }
 
+  const replication = oneOf(get('replication'), 'replication', REPLICATION_MODES, AGENT_DEFAULTS.replication);
+  const onSyncTimeout = oneOf(get('onSyncTimeout'), 'onSyncTimeout', SYNC_TIMEOUT_ACTIONS, AGENT_DEFAULTS.onSyncTimeout);
+  const minSyncStandbys = intSetting(get('minSyncStandbys'), 'minSyncStandbys', AGENT_DEFAULTS.minSyncStandbys, 1, 8);
+  // Below the lease TTL's scale and above a loaded machine's hiccup; a write never waits longer.
+  const syncTimeoutMs = intSetting(get('syncTimeoutMs'), 'syncTimeoutMs', AGENT_DEFAULTS.syncTimeoutMs, 10, 60_000);
+
   const storeCredentials = resolveStoreCredentials(get, env, etcdEndpoints, redisUrl);
 
   const inPod = Boolean(env.KUBERNETES_SERVICE_HOST);
@@ -291,6 +329,10 @@ export function resolveAgentConfig(flags: RawAgentSettings, env: NodeJS.ProcessE
     candidacyStepMs: intSetting(get('candidacyStepMs'), 'candidacyStepMs', AGENT_DEFAULTS.candidacyStepMs, 0, 10_000),
     masterLivenessTimeoutMs: intSetting(get('masterLivenessTimeoutMs'), 'masterLivenessTimeoutMs', AGENT_DEFAULTS.masterLivenessTimeoutMs, 100, 600_000),
     promotionTimeoutMs: intSetting(get('promotionTimeoutMs'), 'promotionTimeoutMs', AGENT_DEFAULTS.promotionTimeoutMs, 1000, 3_600_000),
+    replication,
+    minSyncStandbys,
+    syncTimeoutMs,
+    onSyncTimeout,
     oplogMaxLength,
     snapshotEveryEntries,
     snapshotIntervalSeconds: intSetting(get('snapshotIntervalSeconds'), 'snapshotIntervalSeconds', AGENT_DEFAULTS.snapshotIntervalSeconds, 0, 86_400 * 7),

@@ -94,8 +94,17 @@ export class OpLogTailer {
   }
 
   private async idle(): Promise<TailEvent> {
-    const headSeq = Number((await this.conn.get(this.keys.head)) ?? 0);
+    // Head and epoch in one read (MGET is atomic): read apart, a new leader's
+    // raise could fall between them (head 0 from before it, epoch from after)
+    // and look like a reset.
+    const [head, epoch] = await this.conn.mget(this.keys.head, this.keys.epoch);
+    const headSeq = Number(head ?? 0);
     if (headSeq < this.expectedSeq - 1) {
+      // No epoch at all: the server restarted empty and no leader has raised
+      // one since. Wait for that leader instead of resyncing now: this master's
+      // state may be the only copy of acknowledged entries (sync replication),
+      // and the new leader's head decides whether it still follows on.
+      if (epoch === null) return { type: 'idle', headSeq: this.expectedSeq - 1 };
       return this.resync('reset', `the stream's head is ${headSeq}, below the ${this.expectedSeq - 1} entries already applied`);
     }
     return { type: 'idle', headSeq };

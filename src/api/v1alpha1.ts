@@ -115,6 +115,32 @@ export const oplogSpec = obj(
       enum: ['sync', 'batched'] as const,
       default: 'batched',
     }),
+    replication: str({
+      description:
+        'async: a write is acknowledged once it is in the stream server. ' +
+        'sync: also only after minSyncStandbys standbys hold it, and only those standbys may take over, so losing the leader and the stream server together loses no acknowledged write (docs/replication.md). ' +
+        'The agent reads it as HOTSTANDBY_REPLICATION.',
+      enum: ['async', 'sync'] as const,
+      default: 'async',
+    }),
+    minSyncStandbys: int({
+      description: 'sync replication: standbys that must hold each write before it is acknowledged; below replicas. HOTSTANDBY_MIN_SYNC_STANDBYS.',
+      minimum: 1,
+      maximum: 8,
+      default: 1,
+    }),
+    syncTimeoutMs: int({
+      description: 'sync replication: how long a write waits for the sync standbys before onSyncTimeout applies. HOTSTANDBY_SYNC_TIMEOUT_MS.',
+      minimum: 10,
+      maximum: 60_000,
+      default: 2000,
+    }),
+    onSyncTimeout: str({
+      description:
+        'sync replication, when a write waited syncTimeoutMs: fail answers 503 sync_timeout (strict); async acknowledges it, records the fallback (condition SyncReplication False, reason FellBackToAsync, and an Event) and returns to sync when standbys catch up. HOTSTANDBY_ON_SYNC_TIMEOUT.',
+      enum: ['fail', 'async'] as const,
+      default: 'fail',
+    }),
   },
   { defaulted: true },
 );
@@ -295,6 +321,11 @@ export const hotStandbyClusterSpec = obj(
       {
         rule: '!self.podDisruptionBudget.enabled || self.replicas < 2 || self.podDisruptionBudget.maxUnavailable < self.replicas',
         message: 'spec.podDisruptionBudget.maxUnavailable must be below spec.replicas, or a drain could take every master down; lower it or add replicas',
+      },
+      {
+        rule: "self.oplog.replication != 'sync' || self.oplog.minSyncStandbys < self.replicas",
+        message:
+          'spec.oplog.minSyncStandbys must be below spec.replicas when spec.oplog.replication is sync (the leader is not its own standby, so no write could ever be acknowledged); lower minSyncStandbys or raise replicas',
       },
       {
         rule: 'self.oplog.maxLength >= 2 * self.snapshot.everyEntries',

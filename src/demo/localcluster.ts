@@ -10,6 +10,7 @@
 //   c.killMaster(leader);                        // kill -9 the master only; its agent runs on
 //   await c.restartMaster(leader);               // a new master process alone, as a kubelet would
 //   c.pauseAgent(m) / c.resumeAgent(m);          // SIGSTOP / SIGCONT the agent
+//   c.killRedis(); await c.restartRedisEmpty();  // kill -9 the stream server; a new, empty one on the same port
 //   await c.requestSwitchover(target);
 //   await c.stop();                              // everything gone, bounded
 import fs from 'node:fs';
@@ -77,15 +78,18 @@ export interface MasterStatus {
 
 export class LocalCluster {
   readonly etcd: LocalEtcd;
-  /** The Redis-protocol stream server (Dragonfly or redis-server). */
-  readonly redis: LocalStreamServer;
+  /** The Redis-protocol stream server (Dragonfly or redis-server); replaced by restartRedisEmpty(). */
+  redis: LocalStreamServer;
   readonly members: Member[] = [];
   readonly workDir: string;
   readonly ref: ClusterRef;
   private readonly opts: Required<Omit<LocalClusterOptions, 'cluster' | 'streamServer' | 'memberNames' | 'memberAgent' | 'stores' | 'placement' | 'etcdEndpoints'>> &
     Pick<LocalClusterOptions, 'memberAgent' | 'placement' | 'etcdEndpoints'>;
 
-  private constructor(etcd: LocalEtcd, redis: LocalStreamServer, workDir: string, ref: ClusterRef, opts: LocalCluster['opts']) {
+  private readonly storeOptions: NonNullable<LocalClusterOptions['stores']>;
+
+  private constructor(etcd: LocalEtcd, redis: LocalStreamServer, workDir: string, ref: ClusterRef, opts: LocalCluster['opts'], storeOptions: LocalClusterOptions['stores']) {
+    this.storeOptions = storeOptions ?? {};
     this.etcd = etcd;
     this.redis = redis;
     this.workDir = workDir;
@@ -113,7 +117,7 @@ export class LocalCluster {
       await etcd.stop();
       throw err;
     }
-    const cluster = new LocalCluster(etcd, redis, workDir, options.cluster ?? { namespace: 'demo', name: 'kv' }, opts);
+    const cluster = new LocalCluster(etcd, redis, workDir, options.cluster ?? { namespace: 'demo', name: 'kv' }, opts, options.stores);
     try {
       for (const name of names) cluster.members.push(await cluster.startMember(name));
       await Promise.all(cluster.members.map((m) => cluster.waitUntilServing(m)));
@@ -247,6 +251,17 @@ export class LocalCluster {
     if (!(await waitForPort(port, 30_000, host).catch(() => false))) {
       throw new Error(`${m.master.name} did not start listening on ${m.kvAddress} within 30 s. Its log (${m.master.logFile}) ends with:\n${m.master.tail(30)}`);
     }
+  }
+
+  /** kill -9 of the stream server. */
+  killRedis(): void {
+    this.redis.process.killNow('SIGKILL');
+  }
+
+  /** A new stream server on the same port, holding nothing (it never persists). */
+  async restartRedisEmpty(): Promise<void> {
+    await this.redis.stop();
+    this.redis = await startStreamServer({ ...this.storeOptions.redis, kind: this.redis.kind, workDir: this.workDir, name: `${this.redis.kind}-restarted`, port: this.redis.port });
   }
 
   pauseAgent(m: Member): void {

@@ -20,6 +20,8 @@ export interface DemoOptions {
   rate: number;
   /** Default: chooseStreamServer() (Dragonfly when built, else redis-server; HOTSTANDBY_STREAM_SERVER forces one). */
   streamServer?: StreamServerKind;
+  /** sync: the agents run with --replication sync (docs/replication.md); default async. */
+  replication?: 'async' | 'sync';
   /** Live terminal view when given; otherwise progress lines go to `progress`. */
   screen?: NodeJS.WriteStream;
   progress: (line: string) => void;
@@ -63,8 +65,14 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     if (!opts.screen) opts.progress(line);
   };
   const streamServer = chooseStreamServer(opts.streamServer);
-  note(`starting etcd, ${streamServer === 'dragonfly' ? 'Dragonfly' : 'redis-server'} and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s)`);
-  const cluster = await LocalCluster.start({ members: opts.members, leaseTtlSeconds: opts.leaseTtlSeconds, logLevel: 'warn', streamServer });
+  note(`starting etcd, ${streamServer === 'dragonfly' ? 'Dragonfly' : 'redis-server'} and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s${opts.replication === 'sync' ? ', sync replication' : ''})`);
+  const cluster = await LocalCluster.start({
+    members: opts.members,
+    leaseTtlSeconds: opts.leaseTtlSeconds,
+    logLevel: 'warn',
+    streamServer,
+    ...(opts.replication === 'sync' ? { agentArgs: ['--replication', 'sync'] } : {}),
+  });
   const load = new WriteLoad({ members: () => cluster.members, rate: opts.rate });
   const failoverMs: number[] = [];
   const switchoverMs: number[] = [];

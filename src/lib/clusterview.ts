@@ -6,6 +6,7 @@
 import type { Etcd3, IRangeResponse } from 'etcd3';
 import type { Redis } from 'ioredis';
 import type { AgentRole, LeaderRecord, MemberStatus, SnapshotDescriptor } from '../agent/types.ts';
+import { parseSyncRecord, type SyncRecord } from '../agent/sync-record.ts';
 import { clusterId, etcdKeys, streamKeys, type ClusterRef } from './keys.ts';
 import { etcdCredentialOptions, redisCredentialOptions, type StoreCredentials } from './storeclients.ts';
 import { withTimeout } from './time.ts';
@@ -72,6 +73,8 @@ export interface ClusterView {
   log: LogView | null;
   snapshot: SnapshotView | null;
   switchover: SwitchoverView | null;
+  /** Sync replication: the sync set or the fallback the leader published (etcd `sync`); null when none. */
+  sync?: SyncRecord | null;
   /** Things a reader should know: malformed keys, a leader without a member key, an unreachable stream server. */
   problems: string[];
 }
@@ -169,6 +172,7 @@ export async function readClusterView(opts: ReadClusterViewOptions): Promise<Clu
     etcd.getAll().prefix(keys.membersPrefix),
     etcd.get(keys.snapshot),
     etcd.get(keys.switchover),
+    etcd.get(keys.sync),
   ];
   const txn = await withTimeout(
     etcd.if(keys.leader, 'Version', '>', -1).then(...reads()).else(...reads()).commit(),
@@ -176,7 +180,7 @@ export async function readClusterView(opts: ReadClusterViewOptions): Promise<Clu
     'etcd to answer',
   );
   const ranges = txn.responses.map((r) => r.response_range);
-  const [leaderRange, membersRange, snapshotRange, switchoverRange] = ranges as Array<IRangeResponse | undefined>;
+  const [leaderRange, membersRange, snapshotRange, switchoverRange, syncRange] = ranges as Array<IRangeResponse | undefined>;
   const readAtMs = now();
   const age = (iso: string | undefined): number | null => {
     const t = iso ? Date.parse(iso) : Number.NaN;
@@ -252,6 +256,7 @@ export async function readClusterView(opts: ReadClusterViewOptions): Promise<Clu
     log,
     snapshot,
     switchover,
+    sync: parseSyncRecord(syncRange?.kvs[0]?.value.toString('utf8')) ?? null,
     problems,
   };
 }

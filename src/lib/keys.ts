@@ -31,6 +31,8 @@ export interface EtcdKeys {
   meta(key: string): string;
   snapshot: string;
   switchover: string;
+  /** Sync replication: who holds every acknowledged entry (src/agent/sync-record.ts); no lease. */
+  sync: string;
 }
 
 export function etcdKeys(ref: ClusterRef): EtcdKeys {
@@ -45,6 +47,7 @@ export function etcdKeys(ref: ClusterRef): EtcdKeys {
     meta: (key) => `${prefix}meta/${key}`,
     snapshot: `${prefix}snapshot`,
     switchover: `${prefix}switchover`,
+    sync: `${prefix}sync`,
   };
 }
 
@@ -61,6 +64,8 @@ export interface StreamKeys {
   batch(id: string): string;
   /** Short-lived list holding a large append's entries until one script appends them. */
   batchStage(id: string): string;
+  /** Pub/sub channel where standbys acknowledge what they received (sync replication). */
+  acks: string;
   snapshotChunk(id: string, chunk: number): string;
   snapshotChunkPrefix(id: string): string;
 }
@@ -75,6 +80,7 @@ export function streamKeys(ref: ClusterRef): StreamKeys {
     epochStarts: `hs:${tag}:epochs`,
     batch: (id) => `hs:${tag}:batch:${id}`,
     batchStage: (id) => `hs:${tag}:stage:${id}`,
+    acks: `hs:${tag}:acks`,
     snapshotChunk: (id, chunk) => `hs:${tag}:snap:${id}:${chunk}`,
     snapshotChunkPrefix: (id) => `hs:${tag}:snap:${id}:`,
   };

@@ -26,7 +26,7 @@ import { isNotFound, type KubeObject } from './kube/client.ts';
 import type { EventInput } from './kube/events.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { nextRolloutStep, podOrdinal, type RolloutPlan } from './rollout.ts';
-import { mergeConditions, statusFromView, statusWithProblem, type LastSeenLeader, type StatusInput } from './status.ts';
+import { mergeConditions, statusFromView, statusWithProblem, syncReplicationEvent, type LastSeenLeader, type StatusInput } from './status.ts';
 import type { ClusterStores, StoreClients } from './store-clients.ts';
 import { StoreConfigError, resolveStoreEndpoints, secretReader, type ReadSecret } from './store-endpoints.ts';
 import { decideSwitchover, type SwitchoverStatus } from './switchover.ts';
@@ -170,6 +170,8 @@ export class Reconciler {
         if (f.durationMs !== undefined) this.d.metrics.failoverDuration.observe({ cluster: key }, f.durationMs / 1000);
         log.info({ epoch: status.leader?.epoch, ...f }, 'failover observed');
       }
+      const syncEvent = syncReplicationEvent(previous?.conditions, status.conditions);
+      if (syncEvent) io.event(syncEvent);
     } else {
       status = statusWithProblem(input, { phase: previous?.phase === 'Running' ? 'Degraded' : 'Provisioning', type: 'Available', reason: 'StoresUnreachable', message: `cannot read the cluster's stores: ${storeProblem}` });
     }

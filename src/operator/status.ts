@@ -3,6 +3,7 @@
 // clock come in, the next status goes out.
 import type { ClusterView } from '../lib/clusterview.ts';
 import { ROLE_LEADER } from '../lib/labels.ts';
+import type { EventInput } from './kube/events.ts';
 import type { HotStandbyClusterSpec, HotStandbyClusterStatus } from '../api/v1alpha1.ts';
 
 type Condition = NonNullable<HotStandbyClusterStatus['conditions']>[number];
@@ -100,8 +101,30 @@ export function statusFromView(input: StatusInput, view: ClusterView, lastSeen?:
     readyReplicas >= replicas
       ? { type: 'Ready', status: 'True', reason: 'AllMembersReady', message: `${readyReplicas}/${replicas} members ready` }
       : { type: 'Ready', status: 'False', reason: 'MembersNotReady', message: `${readyReplicas}/${replicas} members ready${view.problems.length ? `; ${view.problems.join('; ')}` : ''}` },
+    ...(spec.oplog?.replication === 'sync' ? [syncReplicationCondition(view)] : []),
   ]);
   return status;
+}
+
+/** Reasons of the SyncReplication condition (sync mode only). */
+export const SYNC_REASONS = { inSync: 'InSync', fellBack: 'FellBackToAsync', waiting: 'WaitingForStandbys' } as const;
+
+/**
+ * sync mode: True while the leader's published sync set stands; False
+ * FellBackToAsync once it acknowledged writes without standbys
+ * (onSyncTimeout async); Unknown while a new leader has not published a set.
+ */
+export function syncReplicationCondition(view: ClusterView): Omit<Condition, 'lastTransitionTime' | 'observedGeneration'> {
+  const rec = view.sync;
+  const current = rec && view.leader && rec.epoch === view.leader.epoch;
+  if (current && rec.mode === 'degraded') {
+    return { type: 'SyncReplication', status: 'False', reason: SYNC_REASONS.fellBack, message: `writes are acknowledged without standbys since ${rec.since}: ${rec.reason ?? 'too few standbys in sync'}` };
+  }
+  if (current && rec.mode === 'sync') {
+    return { type: 'SyncReplication', status: 'True', reason: SYNC_REASONS.inSync, message: `${rec.members.join(', ')} hold every acknowledged write; only they may take over` };
+  }
+  const inherited = rec?.mode === 'sync' ? `; members of the last set (${rec.members.join(', ')}) may take over` : '';
+  return { type: 'SyncReplication', status: 'Unknown', reason: SYNC_REASONS.waiting, message: `the leader has not published a sync set yet${inherited}` };
 }
 
 /** The status when the stores could not be read, or the cluster cannot be handled: only phase and conditions move. */
@@ -136,4 +159,17 @@ export function mergeConditions(
     });
   }
   return [...out.values()];
+}
+
+/**
+ * The Event for a change of the SyncReplication condition worth telling:
+ * falling back to async (Warning), and returning to sync from it (Normal).
+ */
+export function syncReplicationEvent(before: Condition[] | undefined, after: Condition[] | undefined): EventInput | undefined {
+  const was = before?.find((c) => c.type === 'SyncReplication');
+  const now = after?.find((c) => c.type === 'SyncReplication');
+  if (!now || was?.reason === now.reason) return undefined;
+  if (now.reason === SYNC_REASONS.fellBack) return { type: 'Warning', reason: SYNC_REASONS.fellBack, action: 'Replicate', note: now.message ?? '' };
+  if (now.reason === SYNC_REASONS.inSync && was?.reason === SYNC_REASONS.fellBack) return { type: 'Normal', reason: 'SyncRestored', action: 'Replicate', note: now.message ?? '' };
+  return undefined;
 }

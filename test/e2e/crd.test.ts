@@ -38,6 +38,9 @@ const REFUSED: Array<{ rule: string; spec: Record<string, unknown>; message: str
   { rule: 'Dragonfly memory in bytes below 320Mi', spec: { ...base, dragonfly: { managed: { memory: 1000 } } }, message: 'spec.dragonfly.managed.memory must be at least 320Mi' },
   { rule: 'storage without size', spec: { ...base, etcd: { managed: { storage: { storageClassName: 'ssd' } } } }, message: /spec.etcd.managed.storage.size: Required value/ },
   { rule: 'unknown deletion policy', spec: { ...base, deletionPolicy: 'Orphan' }, message: /spec.deletionPolicy: Unsupported value: "Orphan"/ },
+  { rule: 'sync replication with as many sync standbys as replicas', spec: { ...base, replicas: 2, oplog: { replication: 'sync', minSyncStandbys: 2 } }, message: 'spec.oplog.minSyncStandbys must be below spec.replicas when spec.oplog.replication is sync' },
+  { rule: 'unknown replication mode', spec: { ...base, oplog: { replication: 'semi' } }, message: /spec.oplog.replication: Unsupported value: "semi"/ },
+  { rule: 'unknown sync timeout action', spec: { ...base, oplog: { onSyncTimeout: 'retry' } }, message: /spec.oplog.onSyncTimeout: Unsupported value: "retry"/ },
   { rule: 'master without ports', spec: { master: { image: 'example/master:1', ports: [] } }, message: /spec.master.ports.*at least 1 items/ },
 ];
 

@@ -254,6 +254,34 @@ describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
       expect(ev).toMatchObject({ type: 'resync', reason: 'reset' });
     });
 
+    it('a server back empty (no epoch at all) is waited out, not a reset: a new leader at our position is followed on', async () => {
+      await fresh(10);
+      await oplog.append(10, ops(10), 'a');
+      const t = tailer(1);
+      expect((await next(t)).type).toBe('entries'); // read 1..10
+      await redis.flushall();
+      expect(await next(t)).toMatchObject({ type: 'idle' }); // not a resync: our state may be the only copy
+      expect(await next(t)).toMatchObject({ type: 'idle' });
+      await oplog.raiseEpoch(20, 10); // the new leader held 1..10 too
+      await oplog.append(20, ops(2, 'new'), 'b'); // 11..12
+      const ev = await next(t);
+      expect(ev.type === 'entries' && ev.entries.map((e) => [e.seq, e.epoch])).toEqual([
+        [11, 20],
+        [12, 20],
+      ]);
+    });
+
+    it('...and a new leader behind our position is a reset once it raised its epoch', async () => {
+      await fresh(10);
+      await oplog.append(10, ops(10), 'a');
+      const t = tailer(1);
+      expect((await next(t)).type).toBe('entries');
+      await redis.flushall();
+      expect(await next(t)).toMatchObject({ type: 'idle' });
+      await oplog.raiseEpoch(20, 6);
+      expect(await next(t)).toMatchObject({ type: 'resync', reason: 'reset' });
+    });
+
     it('reset: the head fell below what the reader already handed on', async () => {
       await fresh(10);
       await oplog.append(10, ops(10), 'a');

@@ -66,6 +66,26 @@ describe('agent config', () => {
   });
 });
 
+describe('agent config: sync replication', () => {
+  it('defaults to async; the four settings come from flags or HOTSTANDBY_* variables', () => {
+    const d = resolveAgentConfig(base, {});
+    expect([d.replication, d.minSyncStandbys, d.syncTimeoutMs, d.onSyncTimeout]).toEqual(['async', 1, 2000, 'fail']);
+    const env = { HOTSTANDBY_REPLICATION: 'sync', HOTSTANDBY_MIN_SYNC_STANDBYS: '2', HOTSTANDBY_SYNC_TIMEOUT_MS: '500', HOTSTANDBY_ON_SYNC_TIMEOUT: 'async' };
+    const e = resolveAgentConfig(base, env);
+    expect([e.replication, e.minSyncStandbys, e.syncTimeoutMs, e.onSyncTimeout]).toEqual(['sync', 2, 500, 'async']);
+    expect(resolveAgentConfig({ ...base, onSyncTimeout: 'fail' }, env).onSyncTimeout).toBe('fail');
+  });
+
+  it('refuses bad values, naming the flag, the variable and what is allowed', () => {
+    const rep = errorOf(() => resolveAgentConfig({ ...base, replication: 'semi' }, {}));
+    expect(rep.field).toBe('--replication (HOTSTANDBY_REPLICATION)');
+    expect(rep.message).toMatch(/one of async, sync, got "semi"/);
+    expect(errorOf(() => resolveAgentConfig({ ...base, onSyncTimeout: 'retry' }, {})).message).toMatch(/--on-sync-timeout.*one of fail, async/);
+    expect(errorOf(() => resolveAgentConfig({ ...base, minSyncStandbys: '0' }, {})).message).toMatch(/--min-sync-standbys.*1 to 8/);
+    expect(errorOf(() => resolveAgentConfig({ ...base, syncTimeoutMs: '5' }, {})).message).toMatch(/--sync-timeout-ms.*10 to 60000/);
+  });
+});
+
 describe('agent config: probes, store credentials, pod labels', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-config-'));
   const file = (name: string, text: string): string => {

@@ -84,6 +84,16 @@ describe('masters StatefulSet', () => {
     expect(env.HOTSTANDBY_SNAPSHOT_KEEP).toBe('2');
   });
 
+  it('sync replication: the agent gets the four settings; an async cluster gets none of them (its pod template is unchanged)', () => {
+    const agentEnv = (oplog: Record<string, unknown>) => envMap(mastersPodTemplate(cluster('c1', { master: { image: 'm' }, oplog }), CTX).spec!.initContainers![0]!.env);
+    const sync = agentEnv({ replication: 'sync', minSyncStandbys: 2, syncTimeoutMs: 750, onSyncTimeout: 'async' });
+    expect([sync.HOTSTANDBY_REPLICATION, sync.HOTSTANDBY_MIN_SYNC_STANDBYS, sync.HOTSTANDBY_SYNC_TIMEOUT_MS, sync.HOTSTANDBY_ON_SYNC_TIMEOUT]).toEqual(['sync', '2', '750', 'async']);
+    const defaults = agentEnv({ replication: 'sync' });
+    expect([defaults.HOTSTANDBY_MIN_SYNC_STANDBYS, defaults.HOTSTANDBY_SYNC_TIMEOUT_MS, defaults.HOTSTANDBY_ON_SYNC_TIMEOUT]).toEqual(['1', '2000', 'fail']);
+    const async = agentEnv({ replication: 'async', minSyncStandbys: 2 });
+    expect(Object.keys(async).filter((k) => /REPLICATION|SYNC/.test(k))).toEqual([]);
+  });
+
   it('the master container: the user image, command, args, ports, probes, resources, and the local API address beside the downward API', () => {
     const s = sts('full.yaml', 'mooncake-master-full');
     expect(s.spec!.replicas).toBe(5);

@@ -12,6 +12,7 @@ import { silentLogger } from '../../src/lib/log.ts';
 import { startLocalApi, type LocalApiServer } from '../../src/agent/localapi/server.ts';
 import { StoreUnavailableError, type LocalApiBackend, type StreamLine } from '../../src/agent/localapi/backend.ts';
 import { FencedError, NotLeaderError, type RoleStatus } from '../../src/agent/types.ts';
+import { SyncTimeoutError } from '../../src/agent/sync-replication.ts';
 import { SupersededError } from '../../src/agent/master-session.ts';
 
 interface Recorder {
@@ -220,6 +221,10 @@ describe('local API HTTP layer', () => {
     a = await request(s.address, 'POST', '/v1/log/append', body);
     expect(a.status).toBe(503);
     expect(errorOf(a).code).toBe('unavailable');
+    thrown = new SyncTimeoutError('fewer than 1 sync standby(s) acknowledged it within 2000 ms');
+    a = await request(s.address, 'POST', '/v1/log/append', body);
+    expect(a.status).toBe(503);
+    expect(errorOf(a)).toMatchObject({ code: 'sync_timeout', message: 'fewer than 1 sync standby(s) acknowledged it within 2000 ms' });
 
     const put = await request(s.address, 'PUT', '/v1/meta/a/b', '{"value":"v","expectedModRevision":3}');
     expect(put.status).toBe(409);

@@ -38,7 +38,7 @@ describe('docs/local-api.openapi.yaml', () => {
     const codes = (doc.components.schemas.Error as { properties: { error: { properties: { code: { enum: string[] } } } } }).properties.error
       .properties.code.enum;
     expect(codes.sort()).toEqual(
-      ['bad_request', 'conflict', 'fenced', 'internal', 'method_not_allowed', 'not_found', 'not_leader', 'superseded', 'too_large', 'unavailable'].sort(),
+      ['bad_request', 'conflict', 'fenced', 'internal', 'method_not_allowed', 'not_found', 'not_leader', 'superseded', 'sync_timeout', 'too_large', 'unavailable'].sort(),
     );
   });
 });

@@ -1,7 +1,7 @@
 // The status the operator derives from a cluster view: pure logic.
 import { describe, expect, it } from 'vitest';
 import type { ClusterView, MemberView } from '../../src/lib/clusterview.ts';
-import { mergeConditions, statusFromView, statusWithProblem, type StatusInput } from '../../src/operator/status.ts';
+import { mergeConditions, statusFromView, statusWithProblem, syncReplicationEvent, type StatusInput } from '../../src/operator/status.ts';
 
 function member(name: string, appliedSeq: number, lag: number, over: Partial<MemberView> = {}): MemberView {
   return { member: name, role: 'standby', address: '', receivedSeq: appliedSeq, appliedSeq, lag, state: 'ok', lastHeartbeat: '2026-11-25T00:00:09.000Z', heartbeatAgeMs: 500, version: '0.1.0', isLeader: false, ...over };
@@ -98,5 +98,31 @@ describe('mergeConditions', () => {
     expect(b[0]!.observedGeneration).toBe(2);
     const c = mergeConditions(b, t2, 2, [{ type: 'Ready', status: 'False', reason: 'R', message: 'm' }]);
     expect(c[0]!.lastTransitionTime).toBe(t2.toISOString());
+  });
+});
+
+describe('the SyncReplication condition and its Events (sync mode)', () => {
+  const members = [member('kv-0', 500, 0, { role: 'leader', isLeader: true }), member('kv-1', 500, 0), member('kv-2', 490, 10)];
+  const syncInput = (previous?: StatusInput['previous']): StatusInput => ({ ...input(previous), spec: { replicas: 3, master: { image: 'x' }, oplog: { replication: 'sync' } } });
+  const withSync = (sync: ClusterView['sync']): ClusterView => ({ ...view({ member: 'kv-0', epoch: 7, since: '2026-11-25T00:00:00.000Z' }, members), sync });
+  const cond = (s: ReturnType<typeof statusFromView>) => s.conditions!.find((c) => c.type === 'SyncReplication');
+
+  it('is absent in async mode', () => {
+    expect(cond(statusFromView(input(), withSync(null)))).toBeUndefined();
+  });
+
+  it("True while the leader's set stands, False FellBackToAsync when it fell back, Unknown before a new leader published one", () => {
+    const inSync = statusFromView(syncInput(), withSync({ epoch: 7, leader: 'kv-0', mode: 'sync', members: ['kv-1'], since: 't' }));
+    expect(cond(inSync)).toMatchObject({ status: 'True', reason: 'InSync', message: 'kv-1 hold every acknowledged write; only they may take over' });
+    const fell = statusFromView(syncInput(inSync), withSync({ epoch: 7, leader: 'kv-0', mode: 'degraded', members: [], since: 't2', reason: 'a write waited 2000 ms' }));
+    expect(cond(fell)).toMatchObject({ status: 'False', reason: 'FellBackToAsync' });
+    expect(cond(fell)!.message).toMatch(/a write waited 2000 ms/);
+    const old = statusFromView(syncInput(), withSync({ epoch: 5, leader: 'kv-2', mode: 'sync', members: ['kv-0', 'kv-1'], since: 't' }));
+    expect(cond(old)).toMatchObject({ status: 'Unknown', reason: 'WaitingForStandbys' });
+
+    expect(syncReplicationEvent(inSync.conditions, fell.conditions)).toMatchObject({ type: 'Warning', reason: 'FellBackToAsync' });
+    expect(syncReplicationEvent(fell.conditions, fell.conditions)).toBeUndefined();
+    expect(syncReplicationEvent(fell.conditions, inSync.conditions)).toMatchObject({ type: 'Normal', reason: 'SyncRestored' });
+    expect(syncReplicationEvent(old.conditions, inSync.conditions)).toBeUndefined();
   });
 });

@@ -4,6 +4,7 @@ import { FencedError, NotLeaderError } from '../types.ts';
 import { BadRequestError, StoreUnavailableError } from './backend.ts';
 import { TimeoutError } from '../../lib/time.ts';
 import { SupersededError } from '../master-session.ts';
+import { SyncTimeoutError } from '../sync-replication.ts';
 
 export type ErrorCode =
   | 'bad_request'
@@ -15,6 +16,7 @@ export type ErrorCode =
   | 'superseded'
   | 'too_large'
   | 'unavailable'
+  | 'sync_timeout'
   | 'internal';
 
 export interface ErrorBody {
@@ -47,6 +49,8 @@ export function mapBackendError(err: unknown): HttpError {
   // A newer process of the master talks to this agent: this one must stop (it is a leftover).
   if (err instanceof SupersededError) return httpError(409, 'superseded', err.message);
   if (err instanceof StoreUnavailableError) return httpError(503, 'unavailable', err.message);
+  // Sync replication, strict: the batch is in the log but too few standbys acknowledged it in time.
+  if (err instanceof SyncTimeoutError) return httpError(503, 'sync_timeout', err.message);
   // A store call that ran out of time: the store is unreachable or overloaded; retrying is safe.
   if (err instanceof TimeoutError) return httpError(503, 'unavailable', err.message);
   if (err instanceof BadRequestError) return httpError(400, 'bad_request', err.message, { field: err.field });

@@ -28,6 +28,12 @@ Options:
   --master-liveness-timeout-ms MS  the master is gone after this long with no request open to the agent:
                               a leader resigns, a standby does not campaign, 100-600000 (default ${AGENT_DEFAULTS.masterLivenessTimeoutMs}) [HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS]
   --promotion-timeout-ms MS   how long a new leader waits for its master to apply the log (default ${AGENT_DEFAULTS.promotionTimeoutMs})
+  --replication async|sync    sync: a write is acknowledged only after --min-sync-standbys standbys
+                              received it; only those may then take over (default async) [HOTSTANDBY_REPLICATION]
+  --min-sync-standbys N       sync mode: standbys that must receive each batch, 1-8 (default 1) [HOTSTANDBY_MIN_SYNC_STANDBYS]
+  --sync-timeout-ms MS        sync mode: how long a write waits for them, 10-60000 (default ${AGENT_DEFAULTS.syncTimeoutMs}) [HOTSTANDBY_SYNC_TIMEOUT_MS]
+  --on-sync-timeout fail|async  sync mode, after that wait: fail the write (503 sync_timeout), or
+                              acknowledge it and fall back to async until standbys catch up (default fail) [HOTSTANDBY_ON_SYNC_TIMEOUT]
   --oplog-max-length N        the stream's approximate MAXLEN (default ${AGENT_DEFAULTS.oplogMaxLength})
   --snapshot-every-entries N  ask the master for a snapshot every N entries (default ${AGENT_DEFAULTS.snapshotEveryEntries})
   --snapshot-interval SECONDS ...and at least this often while writes arrive; 0 = off (default ${AGENT_DEFAULTS.snapshotIntervalSeconds})

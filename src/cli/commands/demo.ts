@@ -3,7 +3,8 @@ import type { Command } from '../command.ts';
 import { UsageError, intFlag, parseFlags } from '../command.ts';
 
 const help = `Usage: hotstandby demo [--members 3] [--lease-ttl 5] [--interval 8] [--rate 200]
-                       [--failovers N] [--switchovers M] [--stream-server dragonfly|redis] [--json]
+                       [--failovers N] [--switchovers M] [--stream-server dragonfly|redis]
+                       [--replication async|sync] [--json]
 
 Starts etcd (found on PATH) and a stream server as child processes: Dragonfly
 when scripts/build-dragonfly.sh has built it, else redis-server (on PATH). Then three
@@ -22,6 +23,8 @@ Options:
   --switchovers M    then do M planned switchovers (default 0)
   --stream-server K  dragonfly or redis (default: Dragonfly when built, else redis;
                      [HOTSTANDBY_STREAM_SERVER])
+  --replication async|sync
+                     sync: a write is acknowledged only once a standby holds it (docs/replication.md)
   --json             no live view: progress on stderr, one JSON summary on stdout
                      {failovers, switchovers, ackedWrites, failedWrites, lostWrites,
                       failoverMs {p50,p99,max}, switchoverMs, leaseTtlSeconds, members,
@@ -31,6 +34,11 @@ Options:
 Examples:
   hotstandby demo
   hotstandby demo --failovers 20 --lease-ttl 2 --interval 1 --json`;
+
+function replicationFlag(raw: string | undefined): 'async' | 'sync' {
+  if (raw === undefined || raw === 'async' || raw === 'sync') return raw ?? 'async';
+  throw new UsageError(`--replication must be async or sync, got ${JSON.stringify(raw)}`);
+}
 
 export const demoCommand: Command = {
   name: 'demo',
@@ -44,6 +52,7 @@ export const demoCommand: Command = {
       failovers: { type: 'string' },
       switchovers: { type: 'string' },
       'stream-server': { type: 'string' },
+      replication: { type: 'string' },
       json: { type: 'boolean' },
     });
     const str = (k: string): string | undefined => values[k] as string | undefined;
@@ -54,6 +63,7 @@ export const demoCommand: Command = {
       intervalSeconds: intFlag(str('interval'), 'interval', 0, 3600, 8),
       rate: intFlag(str('rate'), 'rate', 1, 20_000, 200),
       switchovers: intFlag(str('switchovers'), 'switchovers', 0, 1000, 0),
+      replication: replicationFlag(str('replication')),
       ...(str('failovers') !== undefined ? { failovers: intFlag(str('failovers'), 'failovers', 0, 10_000, 0) } : {}),
     };
     const { runDemo } = await import('../../demo/run.ts');

@@ -53,6 +53,15 @@ function agentEnv(hsc: HotStandbyCluster, spec: DefaultedSpec): V1EnvVar[] {
     { name: 'HOTSTANDBY_MASTER_LIVENESS_TIMEOUT_MS', value: String(spec.agent.masterLivenessTimeoutMs) },
     { name: 'HOTSTANDBY_LOG_LEVEL', value: spec.agent.logLevel },
   ];
+  if (spec.oplog.replication === 'sync') {
+    // Only in sync mode: an async cluster's pod template stays as it was, so upgrading the operator rolls nothing.
+    env.push(
+      { name: 'HOTSTANDBY_REPLICATION', value: 'sync' },
+      { name: 'HOTSTANDBY_MIN_SYNC_STANDBYS', value: String(spec.oplog.minSyncStandbys) },
+      { name: 'HOTSTANDBY_SYNC_TIMEOUT_MS', value: String(spec.oplog.syncTimeoutMs) },
+      { name: 'HOTSTANDBY_ON_SYNC_TIMEOUT', value: spec.oplog.onSyncTimeout },
+    );
+  }
   if (spec.etcd.external?.tlsSecret) {
     env.push(
       { name: 'HOTSTANDBY_ETCD_CA_FILE', value: `${ETCD_TLS_DIR}/ca.crt` },
