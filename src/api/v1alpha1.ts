@@ -108,13 +108,6 @@ export const electionSpec = obj(
 export const oplogSpec = obj(
   {
     maxLength: int({ description: 'Approximate bound on entries kept in the stream (XADD MAXLEN ~).', minimum: 1000, maximum: 1_000_000_000, default: 1_000_000 }),
-    appendMode: str({
-      description:
-        'sync: every client write is appended on its own before it is acknowledged (lowest latency at low rates). ' +
-        'batched: writes arriving together share one append (group commit; highest throughput). Both acknowledge only appended writes.',
-      enum: ['sync', 'batched'] as const,
-      default: 'batched',
-    }),
     replication: str({
       description:
         'async: a write is acknowledged once it is in the stream server. ' +

@@ -33,7 +33,6 @@ const REFUSED: Array<{ rule: string; spec: Record<string, unknown>; message: str
   { rule: 'managed etcd of 2 members', spec: { ...base, etcd: { managed: { replicas: 2 } } }, message: /spec.etcd.managed.replicas: Unsupported value: 2/ },
   { rule: 'external etcd without endpoints', spec: { ...base, etcd: { external: { endpoints: [] } } }, message: /spec.etcd.external.endpoints.*at least 1 items/ },
   { rule: 'dragonfly URL not redis://', spec: { ...base, dragonfly: { external: { url: 'http://d:6379' } } }, message: /spec.dragonfly.external.url.*should match/ },
-  { rule: 'unknown append mode', spec: { ...base, oplog: { appendMode: 'eventually' } }, message: /spec.oplog.appendMode: Unsupported value: "eventually"/ },
   { rule: 'Dragonfly memory below 320Mi', spec: { ...base, dragonfly: { managed: { memory: '256Mi' } } }, message: 'spec.dragonfly.managed.memory must be at least 320Mi' },
   { rule: 'Dragonfly memory in bytes below 320Mi', spec: { ...base, dragonfly: { managed: { memory: 1000 } } }, message: 'spec.dragonfly.managed.memory must be at least 320Mi' },
   { rule: 'storage without size', spec: { ...base, etcd: { managed: { storage: { storageClassName: 'ssd' } } } }, message: /spec.etcd.managed.storage.size: Required value/ },

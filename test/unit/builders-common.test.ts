@@ -168,7 +168,7 @@ describe('defaults', () => {
       master: { image: 'm', ports: [{ name: 'main', containerPort: 8080, protocol: 'TCP' }] },
       agent: { logLevel: 'info', localApiPort: 7070, masterLivenessTimeoutMs: 500 },
       election: { leaseTTLSeconds: 9, maxLagOnFailover: 1000 },
-      oplog: { maxLength: 1_000_000, appendMode: 'batched', replication: 'async', minSyncStandbys: 1, syncTimeoutMs: 2000, onSyncTimeout: 'fail' },
+      oplog: { maxLength: 1_000_000, replication: 'async', minSyncStandbys: 1, syncTimeoutMs: 2000, onSyncTimeout: 'fail' },
       snapshot: { interval: '5m', everyEntries: 100_000, keep: 2 },
       etcd: { external: { endpoints: ['http://e:2379'] } },
       dragonfly: { managed: {} },

@@ -12,7 +12,7 @@ export type DefaultedSpec = Req<S, 'replicas' | 'election' | 'oplog' | 'snapshot
   master: Req<S['master'], 'ports'>;
   agent: Req<NonNullable<S['agent']>, 'logLevel' | 'localApiPort'>;
   election: Req<NonNullable<S['election']>, 'leaseTTLSeconds' | 'maxLagOnFailover'>;
-  oplog: Req<NonNullable<S['oplog']>, 'maxLength' | 'appendMode'>;
+  oplog: Req<NonNullable<S['oplog']>, 'maxLength'>;
   snapshot: Req<NonNullable<S['snapshot']>, 'interval' | 'everyEntries' | 'keep'>;
   service: Req<NonNullable<S['service']>, 'type'>;
   podDisruptionBudget: Req<NonNullable<S['podDisruptionBudget']>, 'enabled' | 'maxUnavailable'>;
