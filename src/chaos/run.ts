@@ -9,9 +9,10 @@ import path from 'node:path';
 import { LocalCluster, type Member } from '../demo/localcluster.ts';
 import { WriteLoad, findLostWrites } from '../demo/load.ts';
 import { percentile, sleep, waitFor } from '../lib/time.ts';
-import type { FaultKind } from './faults.ts';
+import { ETCD_TARGET, STREAM_TARGET, type FaultKind } from './faults.ts';
 import { HistoryRecorder } from './history.ts';
 import { checkHistory, type LinearizabilityResult } from './linearizability.ts';
+import { NetLab } from './netns.ts';
 import { ReadLoad } from './readers.ts';
 
 export interface ChaosOptions {
@@ -20,6 +21,8 @@ export interface ChaosOptions {
   members: number;
   leaseTtlSeconds: number;
   kinds: readonly FaultKind[];
+  /** Kinds left out of the default set, with why (e.g. network kinds without root); reported in the summary. */
+  skippedKinds?: Record<string, string>;
   /** Mean seconds of steady load between a recovery and the next fault (jittered 0.5-1.5x). */
   intervalSeconds: number;
   /** Writes and reads per second. */
@@ -63,6 +66,10 @@ export interface ChaosSummary {
   failingKeys: string[];
   /** Why the run stopped early, when it did (other than Ctrl-C). */
   error: string | null;
+  /** Kinds of the default set not run, with why (network kinds without root). */
+  skippedKinds: Record<string, string>;
+  /** The network lab's bridge when the members ran in network namespaces (removed at the end), else null. */
+  netlab: string | null;
 }
 
 const STEP_TIMEOUT_MS = 60_000;
@@ -104,8 +111,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   let check: LinearizabilityResult | undefined;
 
 
+  for (const [kind, why] of Object.entries(opts.skippedKinds ?? {})) note(`skipping ${kind}: ${why}`);
   note(`seed ${opts.seed}: starting etcd, redis-server and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s)`);
-  const cluster = await LocalCluster.start({ members: opts.members, leaseTtlSeconds: opts.leaseTtlSeconds, logLevel: 'warn' });
+  const { cluster, lab } = await startCluster(opts, note);
   const writers = 4;
   const load = new WriteLoad({ members: () => cluster.members, rate: opts.rate, clients: writers, keysPerClient: 20, history });
   const readers = new ReadLoad({
@@ -141,7 +149,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       leaderName = leader.name;
       const kind = opts.kinds[Math.floor(random() * opts.kinds.length)]!;
       const t0 = performance.now();
-      const fault = await kind.inject({ cluster, leader, leaseTtlSeconds: opts.leaseTtlSeconds, random, signal: opts.signal, note });
+      const fault = await kind.inject({ cluster, leader, leaseTtlSeconds: opts.leaseTtlSeconds, random, signal: opts.signal, note, ...(lab ? { lab } : {}) });
       kindCount.set(kind.name, kindCount.get(kind.name)! + 1);
       note(fault.what);
       let ms: number;
@@ -168,6 +176,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     if (view) clearInterval(view);
     // A fault cut short by Ctrl-C may have left an agent stopped.
     for (const m of cluster.members) if (m.agent.running) cluster.resumeAgent(m);
+    // ...or a link cut (every fault heals in a finally; this is the backstop).
+    await lab?.heal().catch((err: unknown) => opts.progress(`healing the network lab failed: ${(err as Error).message}`));
     await Promise.all([load.stop(), readers.stop()]);
     try {
       const leader = await cluster.waitForLeader({ timeoutMs: 30_000 });
@@ -178,6 +188,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       opts.progress(error);
     }
     await cluster.stop();
+    // Every namespace, veth, the bridge and the delay proxies (rules live in the namespaces).
+    await lab?.destroy();
   }
   // The history is checked after the cluster is gone (the check takes CPU).
   fs.mkdirSync(opts.outDir, { recursive: true });
@@ -215,7 +227,42 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     visualization: check?.visualization ?? null,
     failingKeys: check?.failingKeys ?? [],
     error,
+    skippedKinds: opts.skippedKinds ?? {},
+    netlab: lab?.bridge ?? null,
   };
+}
+
+/**
+ * The cluster; with a network kind selected, its members each in a network
+ * namespace of a new NetLab and the stores on the lab's host address (as
+ * test/integration/netfault.test.ts builds it). The lab is destroyed when the
+ * start fails, and by its exit hook if the process dies.
+ */
+async function startCluster(opts: ChaosOptions, note: (line: string) => void): Promise<{ cluster: LocalCluster; lab: NetLab | undefined }> {
+  const base = { members: opts.members, leaseTtlSeconds: opts.leaseTtlSeconds, logLevel: 'warn' };
+  if (!opts.kinds.some((k) => k.network)) return { cluster: await LocalCluster.start(base), lab: undefined };
+  const names = Array.from({ length: opts.members }, (_, i) => `kv-${i}`);
+  const lab = await NetLab.create(names);
+  note(`network lab: bridge ${lab.bridge} (${lab.hostAddress}/24), one network namespace per member`);
+  try {
+    const cluster = await LocalCluster.start({
+      ...base,
+      memberNames: names,
+      placement: (m) => lab.placement(m),
+      stores: { etcd: { host: lab.hostAddress }, redis: { host: lab.hostAddress } },
+    });
+    try {
+      await lab.addTarget(ETCD_TARGET, cluster.etcd.clientPort);
+      await lab.addTarget(STREAM_TARGET, cluster.redis.port);
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
+    return { cluster, lab };
+  } catch (err) {
+    await lab.destroy();
+    throw err;
+  }
 }
 
 /** Waits until every member's master answers and has applied what the leader had applied. */

@@ -1,7 +1,7 @@
 // `hotstandby chaos` flag handling: bad flags are refused naming the flag,
 // before anything starts; the --help list of fault kinds matches the registry.
 import { describe, expect, it } from 'vitest';
-import { chaosCommand } from '../../src/cli/commands/chaos.ts';
+import { chaosCommand, selectKinds } from '../../src/cli/commands/chaos.ts';
 import { UsageError } from '../../src/cli/command.ts';
 import { FAULT_KINDS } from '../../src/chaos/faults.ts';
 import { seededRandom, stats } from '../../src/chaos/run.ts';
@@ -14,7 +14,7 @@ describe('hotstandby chaos flags', () => {
     [['--minutes', '1', '--seed', '1.5'], /--seed must be an integer from 0 to 4294967295/],
     [['--minutes', '1', '--members', '1'], /--members must be an integer from 2 to 7/],
     [['--minutes', '1', '--lease-ttl', '1'], /--lease-ttl must be an integer from 2 to 60/],
-    [['--minutes', '1', '--faults', 'kill-leader,partition'], /--faults: unknown kind "partition"; choose from kill-leader, kill-leader-master, kill-standby, pause-leader/],
+    [['--minutes', '1', '--faults', 'kill-leader,partition'], /--faults: unknown kind "partition"; choose from kill-leader, kill-leader-master, kill-standby, pause-leader, partition-leader, partition-leader-stream, partition-standby, flap-leader/],
     [['--minutes', '1', '--faults', ','], /--faults: unknown kind/],
     [['--minutes', '1', '--out', ''], /--out must name a directory/],
     [['--minutes', '1', '--bogus'], /bogus/],
@@ -26,6 +26,31 @@ describe('hotstandby chaos flags', () => {
 
   it('names every fault kind of the registry in --help', () => {
     for (const k of FAULT_KINDS) expect(chaosCommand.help).toContain(k.name);
+  });
+
+  const names = (ks: readonly { name: string }[]): string[] => ks.map((k) => k.name);
+  const networkKinds = names(FAULT_KINDS.filter((k) => k.network));
+  const processKinds = names(FAULT_KINDS.filter((k) => !k.network));
+
+  it('has network kinds, none of them in the always-on default set', () => {
+    expect(networkKinds).toEqual(['partition-leader', 'partition-leader-stream', 'partition-standby', 'flap-leader']);
+    for (const k of FAULT_KINDS.filter((x) => x.network)) expect(k.byDefault, k.name).toBe(false);
+  });
+
+  it('the default set is every kind where network namespaces work, else the process kinds with the network ones skipped and why', () => {
+    expect(selectKinds(undefined, FAULT_KINDS, undefined)).toEqual({ kinds: [...FAULT_KINDS], skipped: {} });
+    const why = 'network namespaces need root (CAP_NET_ADMIN); run as root';
+    const nonRoot = selectKinds(undefined, FAULT_KINDS, why);
+    expect(names(nonRoot.kinds)).toEqual(processKinds);
+    expect(nonRoot.skipped).toEqual(Object.fromEntries(networkKinds.map((n) => [n, why])));
+  });
+
+  it('a network kind named in --faults without network namespaces is refused naming --faults and the fix', () => {
+    const why = 'network namespaces need root (CAP_NET_ADMIN); run as root';
+    expect(() => selectKinds('kill-leader,partition-leader', FAULT_KINDS, why)).toThrow(UsageError);
+    expect(() => selectKinds('kill-leader,partition-leader', FAULT_KINDS, why)).toThrow(/--faults: partition-leader is a network kind and cannot run here: network namespaces need root.*leave it out of --faults/);
+    expect(names(selectKinds('kill-leader,pause-leader', FAULT_KINDS, why).kinds)).toEqual(['kill-leader', 'pause-leader']);
+    expect(names(selectKinds('flap-leader', FAULT_KINDS, undefined).kinds)).toEqual(['flap-leader']);
   });
 });
 

@@ -14,6 +14,14 @@ is recorded, and injects seeded random faults for M minutes:
   kill-leader-master   kill -9 the leader's master only, start a new one
   kill-standby         kill -9 a standby, restart it
   pause-leader         SIGSTOP the leader's agent for the lease TTL + 1.5 s, SIGCONT
+Network kinds (root only; every member then runs in a network namespace of
+its own on a private bridge, the stores on the bridge's address, and links are
+cut with iptables inside the namespaces; all of it is removed at the end,
+Ctrl-C included):
+  partition-leader         cut the leader off from etcd and the stream server
+  partition-leader-stream  cut the leader off from the stream server only
+  partition-standby        cut a standby off for the lease TTL + 1.5 s
+  flap-leader              the leader's links down/up every 500 ms for 4 s
 (Restarting the stream server empty is not a kind: in async mode the log
 lives only there, and the cluster does not claim to survive that.)
 At the end every acknowledged write is read back and the history is checked
@@ -31,14 +39,16 @@ Options:
   --interval S       mean seconds of load between a recovery and the next fault, 0-3600 (default 2)
   --rate N           writes per second (default 100)
   --read-rate N      reads per second (default 100)
-  --faults LIST      comma-separated kinds (default: all of the above)
+  --faults LIST      comma-separated kinds (default: all of the above as root;
+                     otherwise the process kinds, and the summary's skippedKinds
+                     says why the network kinds were left out)
   --out DIR          where the history goes (default: a new directory in $TMPDIR);
                      kept when a check failed, with Porcupine's visualization
                      (history.html) when the history is not linearizable
   --keep-history     keep the history even when every check passed
   --json             no live table: progress on stderr, one JSON summary on stdout
                      {faults, byKind, ackedWrites, lostWrites, linearizable,
-                      failoverMs {p50,p99,max}, ...}
+                      failoverMs {p50,p99,max}, skippedKinds, ...}
 
 Exit code: 0 when no acknowledged write was lost and the history is
 linearizable; 1 otherwise; 2 for bad flags.
@@ -54,15 +64,36 @@ function minutesFlag(value: string | undefined): number {
   return n;
 }
 
-/** The kinds named by --faults (default: every kind in the default set). */
-function faultsFlag<K extends { name: string; byDefault: boolean }>(value: string | undefined, all: readonly K[]): K[] {
-  if (value === undefined) return all.filter((k) => k.byDefault);
+/**
+ * The kinds to run: those named by --faults, or the default set (every
+ * byDefault kind, plus the network kinds when network namespaces are usable).
+ * `netnsUnavailable`: why they are not (undefined when they are); a network
+ * kind named by --faults is then refused, a default one skipped with the reason.
+ */
+export function selectKinds<K extends { name: string; byDefault: boolean; network?: boolean }>(
+  value: string | undefined,
+  all: readonly K[],
+  netnsUnavailable: string | undefined,
+): { kinds: K[]; skipped: Record<string, string> } {
+  if (value === undefined) {
+    const kinds = all.filter((k) => k.byDefault || (k.network && netnsUnavailable === undefined));
+    const skipped = Object.fromEntries(all.filter((k) => k.network && !kinds.includes(k)).map((k) => [k.name, netnsUnavailable!]));
+    return { kinds, skipped };
+  }
   const names = [...new Set(value.split(',').map((s) => s.trim()).filter(Boolean))];
   const unknown = names.filter((n) => !all.some((k) => k.name === n));
   if (names.length === 0 || unknown.length > 0) {
     throw new UsageError(`--faults: unknown kind ${JSON.stringify(unknown[0] ?? value)}; choose from ${all.map((k) => k.name).join(', ')}`);
   }
-  return names.map((n) => all.find((k) => k.name === n)!);
+  const kinds = names.map((n) => all.find((k) => k.name === n)!);
+  const network = kinds.filter((k) => k.network);
+  if (network.length > 0 && netnsUnavailable !== undefined) {
+    throw new UsageError(
+      `--faults: ${network.map((k) => k.name).join(', ')} ${network.length === 1 ? 'is a network kind' : 'are network kinds'} and cannot run here: ${netnsUnavailable}. ` +
+        `Run as root, or leave ${network.length === 1 ? 'it' : 'them'} out of --faults (process kinds: ${all.filter((k) => !k.network).map((k) => k.name).join(', ')})`,
+    );
+  }
+  return { kinds, skipped: {} };
 }
 
 export const chaosCommand: Command = {
@@ -92,9 +123,13 @@ export const chaosCommand: Command = {
     const rate = intFlag(str('rate'), 'rate', 1, 20_000, 100);
     const readRate = intFlag(str('read-rate'), 'read-rate', 0, 20_000, 100);
     const { FAULT_KINDS } = await import('../../chaos/faults.ts');
-    const kinds = faultsFlag(str('faults'), FAULT_KINDS);
     const out = str('out');
     if (out !== undefined && out.trim() === '') throw new UsageError('--out must name a directory');
+    const { netnsUnavailable } = await import('../../chaos/netns.ts');
+    const faults = str('faults');
+    // Probed only when a network kind could be selected (it makes a throw-away namespace as root).
+    const mayNeedNetns = faults === undefined || FAULT_KINDS.some((k) => k.network && faults.split(',').map((x) => x.trim()).includes(k.name));
+    const { kinds, skipped } = selectKinds(faults, FAULT_KINDS, mayNeedNetns ? await netnsUnavailable() : undefined);
 
     const { runChaos, defaultOutDir } = await import('../../chaos/run.ts');
     const { MissingBinaryError } = await import('../../lib/localstores.ts');
@@ -114,6 +149,7 @@ export const chaosCommand: Command = {
         rate,
         readRate,
         kinds,
+        skippedKinds: skipped,
         outDir: out ?? defaultOutDir(seed),
         keepHistory: values['keep-history'] === true,
         ...(live ? { screen: process.stdout } : {}),
