@@ -48,7 +48,7 @@ describe('hotstandby chaos flags', () => {
   it('a network kind named in --faults without network namespaces is refused naming --faults and the fix', () => {
     const why = 'network namespaces need root (CAP_NET_ADMIN); run as root';
     expect(() => selectKinds('kill-leader,partition-leader', FAULT_KINDS, why)).toThrow(UsageError);
-    expect(() => selectKinds('kill-leader,partition-leader', FAULT_KINDS, why)).toThrow(/--faults: partition-leader is a network kind and cannot run here: network namespaces need root.*leave it out of --faults/);
+    expect(() => selectKinds('kill-leader,partition-leader', FAULT_KINDS, why)).toThrow(/--faults: partition-leader is a network kind and cannot run here \(network namespaces need root.*\); fix that, or leave it out of --faults/);
     expect(names(selectKinds('kill-leader,pause-leader', FAULT_KINDS, why).kinds)).toEqual(['kill-leader', 'pause-leader']);
     expect(names(selectKinds('flap-leader', FAULT_KINDS, undefined).kinds)).toEqual(['flap-leader']);
   });

@@ -89,8 +89,8 @@ export function selectKinds<K extends { name: string; byDefault: boolean; networ
   const network = kinds.filter((k) => k.network);
   if (network.length > 0 && netnsUnavailable !== undefined) {
     throw new UsageError(
-      `--faults: ${network.map((k) => k.name).join(', ')} ${network.length === 1 ? 'is a network kind' : 'are network kinds'} and cannot run here: ${netnsUnavailable}. ` +
-        `Run as root, or leave ${network.length === 1 ? 'it' : 'them'} out of --faults (process kinds: ${all.filter((k) => !k.network).map((k) => k.name).join(', ')})`,
+      `--faults: ${network.map((k) => k.name).join(', ')} ${network.length === 1 ? 'is a network kind' : 'are network kinds'} and cannot run here (${netnsUnavailable}); ` +
+        `fix that, or leave ${network.length === 1 ? 'it' : 'them'} out of --faults (process kinds: ${all.filter((k) => !k.network).map((k) => k.name).join(', ')})`,
     );
   }
   return { kinds, skipped: {} };
