@@ -37,6 +37,8 @@ export const STATUS_REFRESH_MS = 5000;
 const SWITCHOVER_TIMEOUT_MS = 30_000;
 /** The agent labels its own pod on promotion; the operator steps in only after this long. */
 const LABEL_BACKSTOP_GRACE_MS = 3000;
+/** How long a label the backstop set counts while the cache does not show it yet (a watch event is normally ms away). */
+const LABELS_SET_MEMORY_MS = 5000;
 const POD = { apiVersion: 'v1', kind: 'Pod' };
 const STATEFUL_SET = { apiVersion: 'apps/v1', kind: 'StatefulSet' };
 
@@ -62,6 +64,12 @@ export class Reconciler {
    * failover twice or move a finished switchover back to Pending.
    */
   private readonly written = new Map<string, { uid: string; status: HotStandbyClusterStatus }>();
+  /**
+   * Role labels the backstop set, by pod uid, until the cache shows them: a
+   * reconcile that runs before the pod's watch event arrives (the status write
+   * itself queues one) must neither patch again nor report the label missing.
+   */
+  private readonly labelsSet = new Map<string, { role: string | null; atMs: number }>();
 
   constructor(deps: ReconcilerDeps) {
     this.d = deps;
@@ -140,7 +148,7 @@ export class Reconciler {
     await ctx.syncChildren(hsc as unknown as KubeObject, desired);
 
     // ---- 6: role labels (backstop)
-    if (view && stores) await this.backstopRoleLabels(io, pods, view, stores, log);
+    const labelled = view && stores ? await this.backstopRoleLabels(io, pods, view, stores, log) : new Map<string, string | null>();
 
     // ---- 7: switchover and rollout
     let switchover = previous?.switchover as SwitchoverStatus | undefined;
@@ -154,7 +162,10 @@ export class Reconciler {
     // ---- 8: status
     let status: HotStandbyClusterStatus;
     if (view) {
-      const podRoles = new Map(pods.filter((p) => !p.metadata.deletionTimestamp).map((p) => [p.metadata.name, p.metadata.labels?.[ROLE_LABEL]] as const));
+      // The pods' role labels as they are now: the cache's, with what the backstop just set.
+      const podRoles = new Map(
+        pods.filter((p) => !p.metadata.deletionTimestamp).map((p) => [p.metadata.name, labelled.has(p.metadata.name) ? (labelled.get(p.metadata.name) ?? undefined) : p.metadata.labels?.[ROLE_LABEL]] as const),
+      );
       status = statusFromView({ ...input, podRoles }, view, this.lastSeen.get(key));
       const leader = view.members.find((m) => m.isLeader);
       if (view.leader && leader) this.lastSeen.set(key, { pod: view.leader.member, epoch: view.leader.epoch, lastHeartbeat: leader.lastHeartbeat });
@@ -283,13 +294,21 @@ export class Reconciler {
    * the same epoch, and each patch is conditional on the pod's
    * resourceVersion, so a label an agent has just moved is never moved back.
    */
-  private async backstopRoleLabels(io: ClusterIo, pods: KubeObject[], view: ClusterView, stores: ClusterStores, log: Logger): Promise<void> {
+  /** Returns the labels it set (pod name → role, null: removed). */
+  private async backstopRoleLabels(io: ClusterIo, pods: KubeObject[], view: ClusterView, stores: ClusterStores, log: Logger): Promise<Map<string, string | null>> {
+    const set = new Map<string, string | null>();
     const leader = view.leader;
     const roles = new Map(view.members.map((m) => [m.member, m]));
     const wanted = new Map<string, string | null>();
+    const now = Date.now();
+    for (const [uid, l] of this.labelsSet) if (now - l.atMs > LABELS_SET_MEMORY_MS) this.labelsSet.delete(uid);
     for (const pod of pods) {
       if (pod.metadata.deletionTimestamp) continue;
-      const have = pod.metadata.labels?.[ROLE_LABEL];
+      const cached = pod.metadata.labels?.[ROLE_LABEL];
+      const mine = this.labelsSet.get(pod.metadata.uid ?? '');
+      if (mine && mine.role === (cached ?? null)) this.labelsSet.delete(pod.metadata.uid ?? ''); // the cache caught up
+      const have = mine && mine.role !== (cached ?? null) ? (mine.role ?? undefined) : cached;
+      if (mine && have !== cached) set.set(pod.metadata.name, mine.role);
       const m = roles.get(pod.metadata.name);
       let want: string | null | undefined;
       if (leader && pod.metadata.name === leader.member && m?.role === 'leader') {
@@ -298,22 +317,25 @@ export class Reconciler {
       else if (m?.role === 'standby' && have === undefined) want = ROLE_STANDBY;
       if (want !== undefined && want !== (have ?? null)) wanted.set(pod.metadata.name, want);
     }
-    if (wanted.size === 0) return;
+    if (wanted.size === 0) return set;
     // Re-check the leader right before moving labels: a failover since the view was read wins.
     const keys = etcdKeys({ namespace: io.hsc.metadata.namespace!, name: io.hsc.metadata.name });
     const current = await withTimeout(stores.etcd.get(keys.leader).exec(), STORE_TIMEOUT_MS, 'etcd to read the leader').catch(() => undefined);
     const epoch = current?.kvs[0] ? Number(current.kvs[0].create_revision) : undefined;
-    if (epoch !== leader?.epoch) return;
+    if (epoch !== leader?.epoch) return set;
     for (const pod of pods) {
       const want = wanted.get(pod.metadata.name);
       if (want === undefined) continue;
       try {
         await io.patchPodLabels(pod, { [ROLE_LABEL]: want });
+        set.set(pod.metadata.name, want);
+        if (pod.metadata.uid) this.labelsSet.set(pod.metadata.uid, { role: want, atMs: Date.now() });
         log.info({ pod: pod.metadata.name, role: want, epoch }, 'role label set by the operator (backstop)');
       } catch (err) {
         log.debug({ pod: pod.metadata.name, err: (err as Error).message }, 'role label backstop skipped; the pod changed meanwhile');
       }
     }
+    return set;
   }
 
   /** Writes the status when it differs from the last one known, and remembers it. */

@@ -56,12 +56,16 @@ describeE2E('hotstandby operator', () => {
 
   it('publishes the leader, readiness and lag of a running cluster, shown by kubectl get hsc', async () => {
     const leader = await members.waitForLeader();
-    await waitFor(async () => (await status('kv', '.status.leader.pod')) === leader.name && (await status('kv', '.status.ready')) === '3/3', {
-      timeoutMs: 60_000,
-      intervalMs: 500,
-      what: `status.leader.pod = ${leader.name} and ready 3/3 (operator logs: ${operators.map((o) => o.proc.logFile).join(', ')})`,
-    });
-    expect(await status('kv', '.status.phase')).toBe('Running');
+    // Running also needs the leader's pod labelled role=leader (here by the operator's backstop: the agents run outside the pods).
+    await waitFor(
+      async () =>
+        (await status('kv', '.status.leader.pod')) === leader.name && (await status('kv', '.status.ready')) === '3/3' && (await status('kv', '.status.phase')) === 'Running',
+      {
+        timeoutMs: 60_000,
+        intervalMs: 500,
+        what: `status.leader.pod = ${leader.name}, ready 3/3 and phase Running (operator logs: ${operators.map((o) => o.proc.logFile).join(', ')})`,
+      },
+    );
     expect(await status('kv', '.status.conditions[?(@.type=="Available")].status')).toBe('True');
     const [header, row] = (await kube().kubectl(['get', 'hsc', 'kv', '-n', 'default'])).trim().split('\n');
     expect(header!.split(/\s+/).slice(0, 4)).toEqual(['NAME', 'LEADER', 'READY', 'MAX-LAG']);
