@@ -13,6 +13,7 @@ import { isProcessAlive as alive } from '../../src/lib/childproc.ts';
 import { waitFor } from '../../src/lib/time.ts';
 import { FAULT_KINDS } from '../../src/chaos/faults.ts';
 import { netnsUnavailable } from '../../src/chaos/netns.ts';
+import { descendants } from '../harness/processes.ts';
 
 const unavailable = await netnsUnavailable();
 const strict = process.env.HOTSTANDBY_E2E === '1';
@@ -21,25 +22,6 @@ const PROCESS_KINDS = FAULT_KINDS.filter((k) => !k.network).map((k) => k.name);
 const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-chaos-test-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-/** Every descendant pid of `pid` (via ps), so a leak of grandchildren shows too. */
-function descendants(pid: number): number[] {
-  const out = execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' });
-  const children = new Map<number, number[]>();
-  for (const line of out.trim().split('\n')) {
-    const [p, pp] = line.trim().split(/\s+/).map(Number) as [number, number];
-    children.set(pp, [...(children.get(pp) ?? []), p]);
-  }
-  const found: number[] = [];
-  const walk = (p: number): void => {
-    for (const c of children.get(p) ?? []) {
-      found.push(c);
-      walk(c);
-    }
-  };
-  walk(pid);
-  return found;
-}
 
 interface Summary {
   faults: number;

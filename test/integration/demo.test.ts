@@ -1,33 +1,15 @@
 // The demo as a user runs it, and its promise: 20 consecutive failovers under
 // write load with no acknowledged write lost; Ctrl-C leaves no child behind.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import { runDemo } from '../../src/demo/run.ts';
 import { waitFor } from '../../src/lib/time.ts';
 import { isProcessAlive as alive } from '../../src/lib/childproc.ts';
 import { describeEachStreamServer } from '../harness/stores.ts';
+import { descendants } from '../harness/processes.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
-
-/** Every descendant pid of `pid` (via ps), so a leak of grandchildren shows too. */
-function descendants(pid: number): number[] {
-  const out = execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' });
-  const children = new Map<number, number[]>();
-  for (const line of out.trim().split('\n')) {
-    const [p, pp] = line.trim().split(/\s+/).map(Number) as [number, number];
-    children.set(pp, [...(children.get(pp) ?? []), p]);
-  }
-  const found: number[] = [];
-  const walk = (p: number): void => {
-    for (const c of children.get(p) ?? []) {
-      found.push(c);
-      walk(c);
-    }
-  };
-  walk(pid);
-  return found;
-}
 
 describeEachStreamServer('hotstandby demo', (streamServer) => {
   it('20 consecutive failovers, then master crashes with their agents alive, under load lose no acknowledged write', async () => {
