@@ -12,24 +12,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { binaryPaths, nodeBinaryPaths } from '../../src/devcluster/binaries.ts';
+import { binaryPaths } from '../../src/devcluster/binaries.ts';
 import { startDevCluster, type DevCluster } from '../../src/devcluster/cluster.ts';
 import { imageRefs, refString } from '../../src/devcluster/images.ts';
-import { realNodeUnavailable } from '../../src/devcluster/realnode.ts';
 import { sleep, waitFor } from '../../src/lib/time.ts';
+import { realNodeAvailability } from '../harness/realnode.ts';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
-const unavailable =
-  realNodeUnavailable() ??
-  ([...Object.values(binaryPaths()), ...Object.values(nodeBinaryPaths())].some((p) => !fs.existsSync(p))
-    ? 'the control plane or the real node binaries are not built (bash scripts/build-control-plane.sh)'
-    : undefined);
-// Under the README's test command (HOTSTANDBY_E2E=1) as root, a missing piece is a failure, not a skip.
-const mustRun = process.env.HOTSTANDBY_E2E === '1' && process.getuid?.() === 0;
-if (unavailable && !mustRun) process.stderr.write(`real-node product e2e tests skipped: ${unavailable}\n`);
-const skip = unavailable !== undefined && !mustRun;
+const { unavailable, skip } = realNodeAvailability('real-node product e2e tests');
 
 const NS = 'product';
 const NAME = 'kv';

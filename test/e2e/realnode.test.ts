@@ -9,28 +9,21 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { binaryPaths, nodeBinaryPaths } from '../../src/devcluster/binaries.ts';
+import { binaryPaths } from '../../src/devcluster/binaries.ts';
 import { cgroupDirs, listChains, machineDirEntries, mountsUnder } from '../../src/devcluster/cleanup.ts';
 import { startDevCluster, type DevCluster } from '../../src/devcluster/cluster.ts';
 import { imageRefs, refString } from '../../src/devcluster/images.ts';
-import { CGROUP_ROOT, LOCK_FILE, NODE_NAME, NODE_NETWORK, realNodeUnavailable } from '../../src/devcluster/realnode.ts';
+import { CGROUP_ROOT, LOCK_FILE, NODE_NAME, NODE_NETWORK } from '../../src/devcluster/realnode.ts';
 import { isProcessAlive } from '../../src/lib/childproc.ts';
 import { waitFor } from '../../src/lib/time.ts';
+import { realNodeAvailability } from '../harness/realnode.ts';
 
 const run = promisify(execFile);
 const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
 
-const unavailable =
-  realNodeUnavailable() ??
-  ([...Object.values(binaryPaths()), ...Object.values(nodeBinaryPaths())].some((p) => !fs.existsSync(p))
-    ? 'the control plane or the real node binaries are not built (bash scripts/build-control-plane.sh)'
-    : undefined);
-// Under the README's test command (HOTSTANDBY_E2E=1) as root, a missing piece is a failure, not a skip.
-const mustRun = process.env.HOTSTANDBY_E2E === '1' && process.getuid?.() === 0;
-if (unavailable && !mustRun) process.stderr.write(`real-node e2e tests skipped: ${unavailable}\n`);
+const { unavailable, skip } = realNodeAvailability('real-node e2e tests');
 
 const NS = 'smoke';
-const skip = unavailable !== undefined && !mustRun;
 
 describe.skipIf(skip)('dev cluster with a real node', () => {
   let cluster: DevCluster | undefined;
