@@ -16,7 +16,8 @@
 import { EtcdLeaseInvalidError, isRecoverableError, type Etcd3, type IKeyValue, type IOptions, type IRangeResponse, type Watcher } from 'etcd3';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
-import { sleep, TimeoutError, withTimeout } from '../lib/time.ts';
+import { sleep, withTimeout } from '../lib/time.ts';
+import { LeaseKeepAlive } from './lease-keepalive.ts';
 import type { LeaderRecord } from './types.ts';
 
 // ------------------------------------------------------------ lease primitives
@@ -40,35 +41,6 @@ export async function grantLease(etcd: Etcd3, ttlSeconds: number, timeoutMs: num
   const res = await withTimeout(etcd.leaseClient.leaseGrant({ TTL: ttlSeconds }, deadlineIn(timeoutMs)), timeoutMs + 100, 'etcd lease grant');
   if (res.error) throw new Error(`etcd refused the lease: ${res.error}`);
   return { id: res.ID, ttlMs: Number(res.TTL) * 1000 };
-}
-
-/**
- * One keepalive round trip. Resolves with the lease's remaining TTL in
- * seconds as the server reports it; 0 means the lease no longer exists.
- */
-export async function keepAliveOnce(etcd: Etcd3, leaseId: string, timeoutMs: number): Promise<number> {
-  const stream = await withTimeout(etcd.leaseClient.leaseKeepAlive(deadlineIn(timeoutMs)), timeoutMs, 'etcd keepalive stream');
-  return await new Promise<number>((resolve, reject) => {
-    let settled = false;
-    const finish = (fn: () => void): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      fn();
-    };
-    // The call deadline normally ends a stuck stream; this is the backstop.
-    const timer = setTimeout(() => {
-      finish(() => reject(new TimeoutError('etcd keepalive answer', timeoutMs)));
-      stream.cancel();
-    }, timeoutMs + 100);
-    stream.on('data', (res) => {
-      finish(() => resolve(Number(res.TTL)));
-      stream.end();
-    });
-    // Kept for the stream's whole life: an 'error' without a listener would crash the process.
-    stream.on('error', (err) => finish(() => reject(err)));
-    stream.write({ ID: leaseId });
-  });
 }
 
 /** Revokes a lease (its keys vanish at once). An unknown lease counts as revoked. */
@@ -128,12 +100,19 @@ export type EtcdRange = { key: string } | { prefix: string };
 
 /** Pause between a cancelled watch and the re-read that replaces it. */
 const WATCH_RETRY_MS = 300;
+/** While the watch is connected (and the owner allows), the periodic re-read runs this seldom instead of every resyncMs. */
+const WATCHED_RESYNC_MS = 30_000;
 
 export interface EtcdMirrorOptions {
   etcd: Etcd3;
   range: EtcdRange;
   /** Full re-read this often: the backstop against a watch that stalls or is slow to reconnect. */
   resyncMs: number;
+  /**
+   * Asked at each period while the watch is connected: true lets the mirror
+   * skip that re-read (then it re-reads only every 30 s). Default: never skip.
+   */
+  quietWhileWatched?: () => boolean;
   callTimeoutMs: number;
   log: Logger;
   /**
@@ -164,6 +143,10 @@ export class EtcdMirror {
   private inflight: Promise<void> | undefined;
   private stopped = false;
   private lastError = '';
+  /** The current watch is connected and has reported no disconnect or error since. */
+  private watchConnected = false;
+  /** Monotonic ms of the last successful re-read. */
+  private lastReadAt = Number.NEGATIVE_INFINITY;
 
   constructor(opts: EtcdMirrorOptions) {
     this.opts = opts;
@@ -180,8 +163,28 @@ export class EtcdMirror {
 
   /** Reads the range once (bounded; a failure is retried by the periodic re-read) and starts watching. */
   async start(): Promise<void> {
-    this.timer = setInterval(() => void this.resync(), this.opts.resyncMs);
+    this.timer = setInterval(() => {
+      if (!this.periodicReadNeeded()) return;
+      void this.resync();
+    }, this.opts.resyncMs);
     await this.resync();
+  }
+
+  /**
+   * Whether the periodic re-read is due. While the watch is connected it is
+   * skipped (when the owner allows): it would find nothing the watch has not
+   * delivered. The watch starts at the revision right after a read, etcd
+   * delivers a watch's events in order and without gaps, and every way a
+   * watch can lose events is reported and repaired with a re-read: a broken
+   * stream ('disconnected', then a re-read on 'connected'), a cancelled watch
+   * (compaction: 'error', then a fresh read and watch). Observations carry
+   * revisions, so the view stays as correct as with the re-read, only
+   * without the cost of a read every period. A re-read every 30 s stays as
+   * a backstop against a stall nobody reports.
+   */
+  private periodicReadNeeded(): boolean {
+    if (!this.watchConnected || !this.opts.quietWhileWatched?.()) return true;
+    return monotonicMs() - this.lastReadAt >= WATCHED_RESYNC_MS;
   }
 
   /** Re-reads the range now; concurrent calls share one read. Never throws. */
@@ -216,6 +219,7 @@ export class EtcdMirror {
     }
     this.lastError = '';
     if (this.stopped) return;
+    this.lastReadAt = monotonicMs();
     const revision = Number(res.header.revision);
     if (revision < this.revision) return; // a newer watch event already arrived
     const next = new Map(res.kvs.map((kv) => [kv.key.toString(), kv]));
@@ -236,14 +240,17 @@ export class EtcdMirror {
     // always cancel it, even when etcd is unreachable and it never connects.
     const watcher = builder.startRevision(String(fromRevision)).watcher();
     this.watcher = watcher;
+    this.watchConnected = false;
     let disconnected = false;
     watcher.on('put', (kv) => this.applyEvent(kv, false));
     watcher.on('delete', (kv) => this.applyEvent(kv, true));
     watcher.on('disconnected', (err: Error) => {
       disconnected = true;
+      if (this.watcher === watcher) this.watchConnected = false;
       log.debug({ err: err.message }, 'etcd watch disconnected; reconnecting');
     });
     watcher.on('connected', () => {
+      if (this.watcher === watcher) this.watchConnected = true;
       if (!disconnected) return;
       disconnected = false;
       // Events were replayed from the last revision, but a read costs little
@@ -256,6 +263,7 @@ export class EtcdMirror {
       // revision. The pause keeps a watch that fails at once from spinning.
       log.warn({ err: err.message }, 'etcd watch cancelled; re-reading and watching again');
       if (this.watcher !== watcher) return;
+      this.watchConnected = false;
       void this.dropWatch().then(() => {
         if (this.stopped || this.retryTimer) return;
         this.retryTimer = setTimeout(() => {
@@ -289,6 +297,7 @@ export class EtcdMirror {
     const watcher = this.watcher;
     if (!watcher) return;
     this.watcher = undefined;
+    this.watchConnected = false;
     watcher.removeAllListeners();
     watcher.on('error', () => undefined); // a late 'error' must not go unhandled
     await withTimeout(watcher.cancel(), 1000, 'etcd watch cancel').catch(() => undefined);
@@ -347,6 +356,8 @@ interface Term {
   /** Monotonic ms after which this member must not act as leader. */
   deadline: number;
   log: Logger;
+  /** One keepalive stream for the whole term (lease-keepalive.ts). */
+  keepalive: LeaseKeepAlive;
   keepaliveTimer: NodeJS.Timeout | undefined;
   deadlineTimer: NodeJS.Timeout | undefined;
   /** Last keepalive failure logged, so a long outage logs once, not every round. */
@@ -400,6 +411,10 @@ export class LeaderElection {
       etcd: opts.etcd,
       range: { key: opts.keys.leader },
       resyncMs: opts.resyncMs ?? 1000,
+      // While the key is absent every re-read asks candidacy() again (an
+      // ineligible member may become eligible); while someone holds it, the
+      // watch alone tells us when that changes.
+      quietWhileWatched: () => this.mirror.current.has(opts.keys.leader),
       callTimeoutMs: this.callTimeoutMs,
       log: this.log,
       onChange: (view, _changed, revision) => this.onLeaderKey(view.get(opts.keys.leader), revision),
@@ -663,6 +678,7 @@ export class LeaderElection {
       record,
       deadline,
       log: this.log.child({ epoch }),
+      keepalive: new LeaseKeepAlive(this.opts.etcd, lease.id),
       keepaliveTimer: undefined,
       deadlineTimer: undefined,
       lastKeepaliveError: '',
@@ -712,7 +728,7 @@ export class LeaderElection {
     const sentAt = monotonicMs();
     const timeoutMs = Math.max(500, Math.floor(term.ttlMs / 3));
     try {
-      const ttlSeconds = await keepAliveOnce(this.opts.etcd, term.leaseId, timeoutMs);
+      const ttlSeconds = await term.keepalive.renew(timeoutMs);
       if (this.term !== term) return;
       if (ttlSeconds <= 0) {
         term.log.warn('etcd reports the leader lease expired or revoked');
@@ -769,6 +785,7 @@ export class LeaderElection {
     this.term = undefined;
     if (term.keepaliveTimer) clearTimeout(term.keepaliveTimer);
     if (term.deadlineTimer) clearTimeout(term.deadlineTimer);
+    term.keepalive.close();
     this.ownLeases.delete(term.leaseId);
     const level = reason === 'resigned' || reason === 'stopped' ? 'info' : 'warn';
     term.log[level]({ reason }, 'no longer leader');

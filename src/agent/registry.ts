@@ -11,7 +11,8 @@ import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue } from 'etcd3';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
 import { sleep, withTimeout } from '../lib/time.ts';
-import { EtcdMirror, grantLease, keepAliveOnce, monotonicMs, revokeLease } from './election.ts';
+import { EtcdMirror, grantLease, monotonicMs, revokeLease } from './election.ts';
+import { LeaseKeepAlive } from './lease-keepalive.ts';
 import type { MemberStatus } from './types.ts';
 
 export interface RegistryOptions {
@@ -49,7 +50,7 @@ export class MemberRegistry {
   private readonly mirror: EtcdMirror;
   private readonly listeners = new Set<(members: MemberStatus[]) => void>();
   private status: MemberStatus | undefined;
-  private lease: { id: string; ttlMs: number; lastRenewSent: number; lastRenewAttempt: number } | undefined;
+  private lease: { id: string; ttlMs: number; keepalive: LeaseKeepAlive; lastRenewSent: number; lastRenewAttempt: number } | undefined;
   private dirty = false;
   private lastWriteAt = Number.NEGATIVE_INFINITY;
   private writeTimer: NodeJS.Timeout | undefined;
@@ -73,6 +74,8 @@ export class MemberRegistry {
       etcd: opts.etcd,
       range: { prefix: opts.keys.membersPrefix },
       resyncMs: opts.resyncMs ?? 2000,
+      // Heartbeats and leaves arrive as watch events; see EtcdMirror.
+      quietWhileWatched: () => true,
       callTimeoutMs: this.callTimeoutMs,
       log: this.log,
       onChange: (_view, changed) => {
@@ -167,6 +170,7 @@ export class MemberRegistry {
     const lease = this.lease;
     this.lease = undefined;
     if (lease) {
+      lease.keepalive.close();
       try {
         await revokeLease(this.opts.etcd, lease.id, this.callTimeoutMs);
         this.log.info('left the member registry');
@@ -244,7 +248,7 @@ export class MemberRegistry {
       await revokeLease(this.opts.etcd, granted.id, this.callTimeoutMs).catch(() => undefined);
       throw new Error('registry stopped');
     }
-    this.lease = { ...granted, lastRenewSent: sentAt, lastRenewAttempt: sentAt };
+    this.lease = { ...granted, keepalive: new LeaseKeepAlive(this.opts.etcd, granted.id), lastRenewSent: sentAt, lastRenewAttempt: sentAt };
     this.dirty = true; // a new lease needs the key written under it
     return this.lease;
   }
@@ -257,7 +261,7 @@ export class MemberRegistry {
     if (now - lease.lastRenewAttempt < lease.ttlMs / 3) return;
     lease.lastRenewAttempt = now;
     try {
-      const ttl = await keepAliveOnce(this.opts.etcd, lease.id, Math.min(this.callTimeoutMs, lease.ttlMs / 2));
+      const ttl = await lease.keepalive.renew(Math.min(this.callTimeoutMs, lease.ttlMs / 2));
       if (ttl <= 0) {
         this.dropLease('the member lease expired');
         return;
@@ -278,6 +282,7 @@ export class MemberRegistry {
   private dropLease(reason: string): void {
     if (!this.lease) return;
     this.log.warn({ reason }, 'member lease lost; registering again with a new lease');
+    this.lease.keepalive.close();
     this.lease = undefined;
     this.dirty = true;
   }

@@ -282,6 +282,45 @@ describe('leader election', () => {
     expect(a.election.localDeadline()!).toBeGreaterThan(Date.now() + 3000);
   });
 
+  it('a leader renews over one keepalive stream for its whole term, not one stream per renewal', async () => {
+    const keys = newCluster();
+    const a = addMember(keys, 'a', { ttl: 2, marginMs: 500 });
+    await a.election.start();
+    await waitForLeader([a]);
+    const epoch = a.election.epoch;
+    const streamsBefore = await keepAliveStreamsStarted();
+    const deadlineBefore = a.election.localDeadline()!;
+    await sleep(3000); // about 7 renewals at TTL/5 = 400 ms
+    expect(a.election.epoch).toBe(epoch);
+    expect(a.election.localDeadline()!, 'the deadline moved with the renewals').toBeGreaterThan(deadlineBefore + 2000);
+    // etcd counts every LeaseKeepAlive stream opened; only this member runs.
+    expect(await keepAliveStreamsStarted(), 'LeaseKeepAlive streams opened while leading').toBeLessThanOrEqual(streamsBefore + 1);
+  });
+
+  it('a keepalive stream that breaks mid-term is reopened and the lease holds (same term, no demotion)', async () => {
+    const keys = newCluster();
+    const proxy = await startProxy(new URL(stores().etcd.endpoint).port);
+    try {
+      const a = addMember(keys, 'a', { ttl: 3, marginMs: 500, endpoint: proxy.endpoint });
+      await a.election.start();
+      await waitForLeader([a]);
+      const epoch = a.election.epoch;
+      await sleep(800); // renewals on the first stream
+      const streamsBefore = await keepAliveStreamsStarted();
+      proxy.cut(); // every connection through the proxy, the keepalive stream's included, breaks
+      await sleep(300);
+      proxy.restore();
+      await sleep(2500); // past the deadline of the last renewal before the cut: only new renewals keep it
+      expect(deposedEvents(a)).toEqual([]);
+      expect(a.election.holdsLeadership()).toBe(true);
+      expect(a.election.epoch).toBe(epoch);
+      expect(a.election.localDeadline()!).toBeGreaterThan(Date.now() + 1000);
+      expect(await keepAliveStreamsStarted(), 'a new stream after the break').toBeGreaterThan(streamsBefore);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('an ineligible member never campaigns, and is asked again while the key stays absent', async () => {
     const keys = newCluster();
     const a = addMember(keys, 'a');
@@ -423,6 +462,35 @@ describe('leader election', () => {
     await waitForLeader([second], 5000);
     expect(Date.now() - restartedAt).toBeLessThan(ttl * 1000 - 500);
     expect(second.election.epoch).toBeGreaterThan(oldEpoch);
+  });
+
+  it('while its watch is connected a mirror skips the periodic re-read when its owner allows, and still sees every change', async () => {
+    const prefix = `/election-test/quiet-${Date.now()}/`;
+    const etcd = new Etcd3({ hosts: stores().etcd.endpoint, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
+    const direct = new Etcd3({ hosts: stores().etcd.endpoint });
+    const log = createLogger({ component: 'mirror-test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+    let quiet = true;
+    const mirror = new EtcdMirror({ etcd, range: { prefix }, resyncMs: 100, quietWhileWatched: () => quiet, callTimeoutMs: 2000, log, onChange: () => undefined });
+    try {
+      await mirror.start();
+      await sleep(300); // the watch connects
+      const readsBefore = await rangeCallsStarted();
+      for (let i = 0; i < 5; i++) {
+        await direct.put(`${prefix}k${i}`).value(String(i));
+        await sleep(200);
+      }
+      const quietReads = (await rangeCallsStarted()) - readsBefore;
+      await waitFor(() => mirror.current.size === 5, { timeoutMs: 3000, what: 'the watched puts' });
+      expect(quietReads, 'range reads in 1 s with a connected watch').toBeLessThanOrEqual(1);
+      quiet = false; // the owner wants its re-reads (the election, while the leader key is absent)
+      const readsAgain = await rangeCallsStarted();
+      await sleep(1000);
+      expect((await rangeCallsStarted()) - readsAgain, 'range reads in 1 s at resyncMs 100').toBeGreaterThanOrEqual(5);
+    } finally {
+      await mirror.stop();
+      etcd.close();
+      direct.close();
+    }
   });
 
   it('the watched view survives a reconnect after compaction and keeps watching (not only re-reading)', async () => {
@@ -592,6 +660,22 @@ async function startProxy(upstreamPort: string): Promise<{ endpoint: string; cut
       return new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** LeaseKeepAlive streams the test etcd has started so far (its gRPC server metrics). */
+async function keepAliveStreamsStarted(): Promise<number> {
+  const text = await (await fetch(`${stores().etcd.endpoint}/metrics`, { signal: AbortSignal.timeout(3000) })).text();
+  const m = /^grpc_server_started_total\{grpc_method="LeaseKeepAlive"[^}]*\} (\d+)/m.exec(text);
+  if (!m) throw new Error('etcd /metrics has no grpc_server_started_total for LeaseKeepAlive');
+  return Number(m[1]);
+}
+
+/** Range calls the test etcd has started so far. */
+async function rangeCallsStarted(): Promise<number> {
+  const text = await (await fetch(`${stores().etcd.endpoint}/metrics`, { signal: AbortSignal.timeout(3000) })).text();
+  const m = /^grpc_server_started_total\{grpc_method="Range"[^}]*\} (\d+)/m.exec(text);
+  if (!m) throw new Error('etcd /metrics has no grpc_server_started_total for Range');
+  return Number(m[1]);
 }
 
 function runNode(script: string, timeoutMs: number): Promise<string> {
