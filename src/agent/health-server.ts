@@ -5,10 +5,15 @@
 //   GET /healthz  200 while the process is alive and its loop runs (liveness)
 //   GET /readyz   200 while registered as a member and both stores answer (readiness)
 // Anything else is 404; other methods 405.
-import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../lib/log.ts';
 import { withTimeout } from '../lib/time.ts';
+
+// Not `import http from 'node:http'`: an ES import of a built-in reads every
+// export, and node:http's include WebSocket & co., which load undici, http2,
+// tls and worker_threads (~12 MB RSS) that nothing here uses (issue 10).
+const http = process.getBuiltinModule('node:http');
 
 export interface ProbeResult {
   ok: boolean;
@@ -71,7 +76,7 @@ export async function startHealthServer(opts: { listen: string; checks: HealthCh
   };
 }
 
-async function answer(req: http.IncomingMessage, res: http.ServerResponse, checks: HealthChecks): Promise<void> {
+async function answer(req: IncomingMessage, res: ServerResponse, checks: HealthChecks): Promise<void> {
   const path = (req.url ?? '').split('?')[0];
   if (path !== '/healthz' && path !== '/readyz') {
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: only /healthz and /readyz are served here\n');

@@ -1,11 +1,16 @@
 // A typed client for the agent's local API (docs/local-api.md), as any master
 // would write one: plain HTTP/1.1 + JSON over loopback TCP or a Unix socket.
 // Every call has a timeout; the log stream is a bounded NDJSON reader.
-import http from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import readline from 'node:readline';
 import type { RoleStatus, SnapshotDescriptor } from '../agent/types.ts';
 // The wire shape of the log stream, as the agent defines it (type only: nothing of the agent is loaded).
 import type { StreamLine } from '../agent/localapi/backend.ts';
+
+// Not `import http from 'node:http'`: an ES import of a built-in reads every
+// export, and node:http's include WebSocket & co., which load undici, http2,
+// tls and worker_threads (~12 MB RSS) that nothing here uses (issue 10).
+const http = process.getBuiltinModule('node:http');
 
 /** A non-2xx answer from the agent: `code` is the API's error code (not_leader, fenced, unavailable, ...). */
 export class AgentApiError extends Error {
@@ -59,7 +64,7 @@ export class AgentClient {
     this.instance = opts.instance;
   }
 
-  private headers(): http.OutgoingHttpHeaders {
+  private headers(): OutgoingHttpHeaders {
     return this.instance === undefined ? {} : { 'x-master-instance': this.instance };
   }
 
@@ -98,7 +103,7 @@ export class AgentClient {
    * line (the last one), or the signal aborts (then it returns quietly).
    */
   async *stream(from: number, signal: AbortSignal): AsyncGenerator<StreamLine> {
-    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
       const req = http.request({ ...this.target, agent: this.pool, method: 'GET', path: `/v1/log/stream?from=${from}`, headers: this.headers(), signal }, resolve);
       // No answer to the request itself in time: the agent is stuck or gone.
       req.setTimeout(this.timeoutMs, () => req.destroy(new Error(`no answer from the agent at ${this.address} in ${this.timeoutMs} ms`)));
@@ -144,9 +149,9 @@ export class AgentClient {
     return res.body.length ? JSON.parse(res.body.toString('utf8')) : undefined;
   }
 
-  private request(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+  private request(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }> {
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
-    const headers: http.OutgoingHttpHeaders = this.headers();
+    const headers: OutgoingHttpHeaders = this.headers();
     if (payload) {
       headers['content-type'] = Buffer.isBuffer(body) ? 'application/octet-stream' : 'application/json';
       headers['content-length'] = payload.length;
@@ -162,7 +167,7 @@ export class AgentClient {
   }
 }
 
-function readBody(res: http.IncomingMessage): Promise<Buffer> {
+function readBody(res: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     res.on('data', (c: Buffer) => chunks.push(c));

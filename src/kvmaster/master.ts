@@ -10,7 +10,7 @@
 // applied, acks what it applied, reloads the latest snapshot on a resync.
 // Exactly one of the two modes touches the state at any moment: the follower
 // runs only while the master is not writable and no append is in flight.
-import http from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { RoleStatus } from '../agent/types.ts';
@@ -18,6 +18,11 @@ import { createLogger, type Logger } from '../lib/log.ts';
 import { sleep, withTimeout } from '../lib/time.ts';
 import { AgentClient, type AgentApiError } from './agent-client.ts';
 import { KvStore } from './store.ts';
+
+// Not `import http from 'node:http'`: an ES import of a built-in reads every
+// export, and node:http's include WebSocket & co., which load undici, http2,
+// tls and worker_threads (~12 MB RSS) that nothing here uses (issue 10).
+const http = process.getBuiltinModule('node:http');
 
 /** Entries per append at most (the local API takes 1-1000). */
 const MAX_BATCH_ENTRIES = 1000;
@@ -79,7 +84,7 @@ export class KvMaster {
   private readonly log: Logger;
   private readonly client: AgentClient;
   private readonly store = new KvStore();
-  private readonly server: http.Server;
+  private readonly server: Server;
   private readonly lifetime = new AbortController();
   private status: RoleStatus | undefined;
   /** True only while the agent says writable and no append was refused since. */
@@ -478,7 +483,7 @@ export class KvMaster {
 
   // ---------------------------------------------------------------- HTTP
 
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       const url = new URL(req.url ?? '/', 'http://kvmaster');
       if (url.pathname === '/healthz') return send(res, 200, { status: 'ok' });
@@ -559,14 +564,14 @@ export async function startKvMaster(opts: KvMasterOptions): Promise<KvMaster> {
   return master;
 }
 
-function send(res: http.ServerResponse, status: number, body: unknown): void {
+function send(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return;
   const data = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) });
   res.end(data);
 }
 
-function readValue(req: http.IncomingMessage): Promise<string> {
+function readValue(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;

@@ -1,6 +1,6 @@
 // Preload (node --import) that records every module the process loads, ESM
 // and CommonJS alike, and writes their URLs, one a line, to the file named by
-// $HOTSTANDBY_MODULE_TRACE when the process exits. Tests use it to prove a
+// $HOTSTANDBY_MODULE_TRACE when the process exits, then Node's own modules. Tests use it to prove a
 // command does not load a library it does not use.
 import { writeFileSync } from 'node:fs';
 import { registerHooks } from 'node:module';
@@ -15,5 +15,9 @@ if (out) {
       return nextLoad(url, context);
     },
   });
-  process.on('exit', () => writeFileSync(out, [...seen].join('\n') + '\n'));
+  process.on('exit', () => {
+    // Node's own modules too (not seen by the hooks), as node-internal:<name>.
+    for (const m of process.moduleLoadList) if (m.startsWith('NativeModule ')) seen.add(`node-internal:${m.slice('NativeModule '.length)}`);
+    writeFileSync(out, [...seen].join('\n') + '\n');
+  });
 }

@@ -39,6 +39,8 @@ describe('module footprint of the per-pod processes', () => {
   const cluster = { namespace: 'test', name: 'modules' };
   let agentModules: Set<string>;
   let masterModules: Set<string>;
+  let agentInternals: string[];
+  let masterInternals: string[];
 
   const start = (name: string, args: string[]): ManagedProcess =>
     new ManagedProcess({
@@ -74,6 +76,9 @@ describe('module footprint of the per-pod processes', () => {
     }
     agentModules = packagesOf(readTrace(path.join(dir, 'agent.modules')));
     masterModules = packagesOf(readTrace(path.join(dir, 'kvmaster.modules')));
+    const internals = (file: string): string[] => readTrace(path.join(dir, file)).filter((u) => u.startsWith('node-internal:'));
+    agentInternals = internals('agent.modules');
+    masterInternals = internals('kvmaster.modules');
   }, 90_000);
 
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -85,6 +90,14 @@ describe('module footprint of the per-pod processes', () => {
     expect(agentModules).not.toContain('@kubernetes/client-node');
     const agentSrc = readTrace(path.join(dir, 'agent.modules')).filter((u) => u.includes('/src/'));
     expect(agentSrc.filter((u) => /\/src\/(operator|devcluster|demo|kvmaster)\/|\/src\/cli\/commands\/(?!agent\.ts|index\.ts)/.test(u))).toEqual([]);
+  });
+
+  it("neither loads undici (what an ES import of node:http drags in for its WebSocket exports: ~12 MB), nor the master http2", () => {
+    expect(agentInternals.length, 'the trace lists Node\'s own modules').toBeGreaterThan(20);
+    expect(agentInternals).toContain('node-internal:http');
+    expect(masterInternals).toContain('node-internal:http');
+    expect(agentInternals.filter((m) => m.includes('undici'))).toEqual([]);
+    expect(masterInternals.filter((m) => m.includes('undici') || m.includes('http2'))).toEqual([]);
   });
 
   it('the reference master loads no store client and no Kubernetes client: only what it uses', () => {

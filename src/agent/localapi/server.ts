@@ -2,7 +2,7 @@
 // (validate.ts), error mapping (errors.ts) and NDJSON streaming with
 // backpressure. It holds no state of its own beyond open connections, so
 // close() can end every long-poll and stream and return within a bound.
-import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import type { Logger } from '../../lib/log.ts';
@@ -23,6 +23,11 @@ import {
   checkStreamQuery,
   type Checked,
 } from './validate.ts';
+
+// Not `import http from 'node:http'`: an ES import of a built-in reads every
+// export, and node:http's include WebSocket & co., which load undici, http2,
+// tls and worker_threads (~12 MB RSS) that nothing here uses (issue 10).
+const http = process.getBuiltinModule('node:http');
 
 export const APPEND_BODY_LIMIT = 8 * 1024 * 1024;
 export const SNAPSHOT_BODY_LIMIT = 1024 * 1024 * 1024;
@@ -49,8 +54,8 @@ export interface LocalApiServer {
 type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
 interface RequestContext {
-  req: http.IncomingMessage;
-  res: http.ServerResponse;
+  req: IncomingMessage;
+  res: ServerResponse;
   query: URLSearchParams;
   /** The path parameter of /v1/meta/{key}, still percent-encoded. */
   param: string;
@@ -87,13 +92,13 @@ function must<T>(c: Checked<T>): T {
   return c.value;
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);
 }
 
-function sendEmpty(res: http.ServerResponse, status: number): void {
+function sendEmpty(res: ServerResponse, status: number): void {
   res.writeHead(status);
   res.end();
 }
@@ -102,7 +107,7 @@ function sendEmpty(res: http.ServerResponse, status: number): void {
  * Reads the whole body, refusing more than `limit` bytes (413) and a body that
  * stalls for BODY_IDLE_TIMEOUT_MS (400). Resolves only with a complete body.
  */
-function readBody(req: http.IncomingMessage, limit: number, signal: AbortSignal): Promise<Buffer> {
+function readBody(req: IncomingMessage, limit: number, signal: AbortSignal): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) {
     return Promise.reject(new RequestError(httpError(413, 'too_large', `body of ${declared} bytes is over the limit of ${limit} bytes`)));
@@ -164,7 +169,7 @@ async function readJson(ctx: RequestContext, limit: number): Promise<unknown> {
 }
 
 /** Resolves when the response can take more, or when the request ends (client gone / server closing). */
-function drained(res: http.ServerResponse, signal: AbortSignal): Promise<void> {
+function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       res.off('drain', done);
@@ -360,7 +365,7 @@ function match(pathname: string): { routes: Route[]; param: string } {
 // ---------------------------------------------------------------- server
 
 /** The X-Master-Instance header: absent, or a token of MASTER_INSTANCE_PATTERN (400 otherwise). */
-function masterInstance(req: http.IncomingMessage): string | undefined {
+function masterInstance(req: IncomingMessage): string | undefined {
   const raw = req.headers[MASTER_INSTANCE_HEADER];
   if (raw === undefined) return undefined;
   if (typeof raw !== 'string' || !MASTER_INSTANCE_PATTERN.test(raw)) {
@@ -417,7 +422,7 @@ export async function startLocalApi(opts: LocalApiOptions): Promise<LocalApiServ
     socket.once('close', () => sockets.delete(socket));
   });
 
-  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = Date.now();
     const controller = new AbortController();
     inFlight.add(controller);
