@@ -735,7 +735,11 @@ export class Agent implements LocalApiBackend {
   }
 
   private async refreshHead(): Promise<void> {
-    const { headSeq, length } = await withTimeout(this.oplog.headAndLength(), STORE_CALL_TIMEOUT_MS, 'the log head');
+    const [headSeq, length] = await withTimeout(
+      Promise.all([this.oplog.headSeq(), this.oplog.length()]),
+      STORE_CALL_TIMEOUT_MS,
+      'the log head',
+    );
     this.logLength = length;
     this.logStartSeq = headSeq - length;
     this.board.update({ headSeq: Math.max(headSeq, this.board.get().role === 'leader' ? this.board.get().headSeq : 0) });

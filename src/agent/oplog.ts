@@ -169,19 +169,6 @@ export class OpLog {
     return this.redis.xlen(this.keys.log);
   }
 
-  /**
-   * headSeq() and length() in one round trip (the agent polls both a few
-   * times a second; one pipelined write and read costs about half of two).
-   */
-  async headAndLength(): Promise<{ headSeq: number; length: number }> {
-    const replies = (await this.redis.pipeline().get(this.keys.head).xlen(this.keys.log).exec()) ?? [];
-    const [head, length] = replies.map(([err, value]) => {
-      if (err) throw err;
-      return value;
-    }) as [string | null, number];
-    return { headSeq: Number(head ?? 0), length };
-  }
-
   /** The oldest sequence still in the stream; undefined when it is empty. */
   async firstSeq(): Promise<number | undefined> {
     const first = await this.redis.xrange(this.keys.log, '-', '+', 'COUNT', 1);
