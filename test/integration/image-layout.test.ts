@@ -46,5 +46,9 @@ describe('the Dockerfile, re-enacted', () => {
     expect(help).toContain('agent');
     const agentHelp = execFileSync(NODE24, [...nodeFlags, bin, 'agent', '--help'], { cwd: runtime.dir, encoding: 'utf8' });
     expect(agentHelp).toContain('--cluster NS/NAME');
+    // The build primed Node's compile cache (one directory per Node version and user) for bin/hotstandby.js to read.
+    const cacheDir = path.join(runtime.dir, '.compile-cache');
+    const primed = fs.readdirSync(cacheDir).flatMap((d) => fs.readdirSync(path.join(cacheDir, d)));
+    expect(primed.length, 'compiled modules in the primed cache').toBeGreaterThan(50);
   }, 600_000);
 });
