@@ -88,12 +88,6 @@ function prepareApp(): string {
   execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.build.json'), '--outDir', path.join(app, 'dist'), '--sourceMap', 'false'], {
     stdio: 'inherit',
   });
-  // The image primes Node's compile cache at build (Dockerfile); so does the bench when the checkout has the step.
-  const prime = path.join(app, 'dist', 'lib', 'prime-compile-cache.js');
-  if (fs.existsSync(prime)) {
-    fs.mkdirSync(path.join(app, '.compile-cache'));
-    execFileSync(process.execPath, [prime], { stdio: 'inherit', env: { ...process.env, NODE_OPTIONS: '' } });
-  }
   return path.join(app, 'bin', 'hotstandby.js');
 }
 
@@ -182,6 +176,13 @@ async function main(): Promise<void> {
   const nodeFlags = values['node-flags'] !== undefined ? values['node-flags'].split(/\s+/).filter(Boolean) : image.nodeFlags;
   const nodeArgs = [...nodeFlags, '--import', probe];
   progress(`node flags: ${nodeFlags.join(' ') || '(none)'}; environment from the Dockerfile: ${JSON.stringify(image.env)}`);
+  // The image primes Node's compile cache at build, with the ENTRYPOINT's flags (Node keeps one cache per set of
+  // V8 flags); so does the bench, with the flags it runs, when the checkout has that step.
+  const prime = path.join(path.dirname(path.dirname(bin)), 'dist', 'lib', 'prime-compile-cache.js');
+  if (!values.source && fs.existsSync(prime)) {
+    fs.mkdirSync(path.join(path.dirname(path.dirname(bin)), '.compile-cache'));
+    execFileSync(process.execPath, [...nodeFlags, prime], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, NODE_OPTIONS: '' } });
+  }
   const env: NodeJS.ProcessEnv = { ...process.env, HOTSTANDBY_LOG_LEVEL: 'warn', NODE_ENV: 'production', ...image.env };
   delete env.NODE_OPTIONS;
   const logDir = path.join(work, 'logs');
