@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { renderCrdYaml, CRD_FILE_NAME, CRD_OUTPUT_DIRS } from '../../src/api/render.ts';
 import { arr, defaultsOf, int, obj, str } from '../../src/api/schema.ts';
+import { AGENT_DEFAULT_RESOURCES } from '../../src/api/defaults.ts';
 import { hotStandbyClusterSpec } from '../../src/api/v1alpha1.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -26,6 +27,14 @@ describe('CRD generation', () => {
     walk(hotStandbyClusterSpec.json);
     expect(messages.length).toBeGreaterThanOrEqual(7);
     for (const m of messages) expect(m).toMatch(/^spec\.[a-zA-Z]+/);
+  });
+});
+
+describe('docs/crd.md', () => {
+  it("states the agent's default resources as src/api/defaults.ts sets them", () => {
+    const { requests, limits } = AGENT_DEFAULT_RESOURCES;
+    const row = `| \`agent.resources\` | requests cpu ${requests.cpu}, memory ${requests.memory}; limits memory ${limits.memory} |`;
+    expect(fs.readFileSync(path.join(ROOT, 'docs/crd.md'), 'utf8')).toContain(row);
   });
 });
 
