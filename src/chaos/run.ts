@@ -34,7 +34,7 @@ export interface ChaosOptions {
   readRate: number;
   /** Where the history (and on failure Porcupine's visualization) goes. */
   outDir: string;
-  /** Keep the history even when everything passed. */
+  /** Keep the history, and the processes' logs, even when everything passed. */
   keepHistory: boolean;
   /** Live table when given; otherwise progress lines go to `progress`. */
   screen?: NodeJS.WriteStream;
@@ -70,6 +70,10 @@ export interface ChaosSummary {
   /** Guarantees a fault showed broken (e.g. writes acknowledged without an etcd quorum); the run fails when any. */
   violations: string[];
   seconds: number;
+  /** The slowest faults (at most SLOWEST_KEPT), with their wall-clock time, to find them in the logs. */
+  slowestFaults: Array<{ kind: string; ms: number; at: string; what: string }>;
+  /** Where the agents', masters' and stores' logs were copied (with --keep-history, or when the run stopped, lost a write or recorded a violation), else null. */
+  logs: string | null;
   /** The history file when kept (on failure, or with --keep-history); the visualization on a linearizability failure. */
   history: string | null;
   visualization: string | null;
@@ -83,6 +87,7 @@ export interface ChaosSummary {
 }
 
 const STEP_TIMEOUT_MS = 60_000;
+const SLOWEST_KEPT = 5;
 
 /** A small seeded generator (mulberry32): the same seed gives the same fault sequence. */
 export function seededRandom(seed: number): () => number {
@@ -116,6 +121,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   const kindCount = new Map<string, number>(opts.kinds.map((k) => [k.name, 0]));
   const kindLeaderChanges = new Map<string, number>(opts.kinds.map((k) => [k.name, 0]));
   const violations: string[] = [];
+  const slowest: ChaosSummary['slowestFaults'] = [];
+  let logs: string | null = null;
   const violation = (line: string): void => {
     violations.push(line);
     note(`VIOLATION: ${line}`);
@@ -131,7 +138,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   note(
     `seed ${opts.seed}: starting etcd, redis-server and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s, ${opts.replication} replication)`,
   );
-  const { cluster, lab, etcd, etcdTargets, stopStores } = await startCluster(opts, note);
+  const { cluster, lab, etcd, etcdTargets, stopStores, logDirs } = await startCluster(opts, note);
   const writers = 4;
   const load = new WriteLoad({ members: () => cluster.members, rate: opts.rate, clients: writers, keysPerClient: 20, history });
   const readers = new ReadLoad({
@@ -167,6 +174,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       leaderName = leader.name;
       const kind = opts.kinds[Math.floor(random() * opts.kinds.length)]!;
       const t0 = performance.now();
+      const at = new Date().toISOString();
       const fault = await kind.inject({
         cluster,
         leader,
@@ -199,6 +207,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       }
       kindMs.get(kind.name)!.push(ms);
       if (fault.failover) failoverMs.push(ms);
+      slowest.push({ kind: kind.name, ms: Math.round(ms), at, what: fault.what });
+      slowest.sort((a, b) => b.ms - a.ms).splice(SLOWEST_KEPT);
       const next = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
       leaderName = next.name;
       if (next !== leader) kindLeaderChanges.set(kind.name, kindLeaderChanges.get(kind.name)! + 1);
@@ -227,6 +237,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       error ??= `final lost-write check failed: ${(err as Error).message}`;
       opts.progress(error);
     }
+    if (opts.keepHistory || error !== null || lostWrites > 0 || violations.length > 0) logs = copyLogs(logDirs, path.join(opts.outDir, 'logs'), opts.progress);
     await cluster.stop();
     await stopStores();
     // Every namespace, veth, the bridge and the delay proxies (rules live in the namespaces).
@@ -248,6 +259,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   if (passed && !opts.keepHistory) {
     fs.rmSync(opts.outDir, { recursive: true, force: true });
     historyFile = null;
+    logs = null;
   }
   if (opts.screen) opts.screen.write(render());
   return {
@@ -268,6 +280,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     replication: opts.replication,
     etcdMembers: etcd ? etcd.members.length : 1,
     violations,
+    slowestFaults: slowest,
+    logs,
     seconds: Math.round((performance.now() - started) / 1000),
     history: historyFile,
     visualization: check?.visualization ?? null,
@@ -287,6 +301,8 @@ interface StartedCluster {
   etcdTargets: string[];
   /** Stops the etcd started apart from the cluster (if any) and removes its files; after cluster.stop(). */
   stopStores: () => Promise<void>;
+  /** Where the processes write their logs (the cluster's work directory, the separate etcd's). */
+  logDirs: string[];
 }
 
 /**
@@ -320,8 +336,10 @@ async function startCluster(opts: ChaosOptions, note: (line: string) => void): P
     // An etcd apart from the cluster, started first so its links can be delayed from the agents' first connection.
     let endpoints: Array<{ name: string; port: number }> = [];
     let etcd: LocalEtcdCluster | undefined;
+    const logDirs: string[] = [];
     if (etcdCluster || delayable) {
       const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-chaos-etcd-'));
+      logDirs.push(workDir);
       cleanups.push(async () => fs.rmSync(workDir, { recursive: true, force: true }));
       if (etcdCluster) {
         etcd = await LocalEtcdCluster.start({ host, workDir });
@@ -359,11 +377,23 @@ async function startCluster(opts: ChaosOptions, note: (line: string) => void): P
       await cluster.stop();
       throw err;
     }
-    return { cluster, lab, etcd, etcdTargets: endpoints.length > 0 ? endpoints.map((e) => e.name) : [ETCD_TARGET], stopStores };
+    return { cluster, lab, etcd, etcdTargets: endpoints.length > 0 ? endpoints.map((e) => e.name) : [ETCD_TARGET], stopStores, logDirs: [cluster.workDir, ...logDirs] };
   } catch (err) {
     await stopStores();
     await lab?.destroy();
     throw err;
+  }
+}
+
+/** Copies the *.log files of `dirs` into `to` (before the cluster's work directory is removed); returns `to`, or null when nothing could be copied. */
+function copyLogs(dirs: readonly string[], to: string, progress: (line: string) => void): string | null {
+  try {
+    fs.mkdirSync(to, { recursive: true });
+    for (const dir of dirs) for (const f of fs.readdirSync(dir)) if (f.endsWith('.log')) fs.copyFileSync(path.join(dir, f), path.join(to, f));
+    return to;
+  } catch (err) {
+    progress(`could not keep the logs: ${(err as Error).message}`);
+    return null;
   }
 }
 

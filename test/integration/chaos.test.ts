@@ -42,6 +42,8 @@ interface Summary {
   skippedKinds: Record<string, string>;
   netlab: string | null;
   violations: string[];
+  slowestFaults: Array<{ kind: string; ms: number; at: string; what: string }>;
+  logs: string | null;
   replication: 'async' | 'sync';
   etcdMembers: number;
 }
@@ -95,6 +97,10 @@ describe('hotstandby chaos', () => {
       expect(ops).toHaveLength(summary.historyOps);
       expect(new Set(ops.filter((o) => o.op === 'put' && o.ok).map((o) => o.member)).size).toBeGreaterThanOrEqual(2);
       expect(ops.filter((o) => o.op === 'get' && o.ok).length).toBeGreaterThan(100);
+      // --keep-history keeps the processes' logs too, and names the slowest faults to look up in them.
+      expect(fs.readdirSync(summary.logs!)).toEqual(expect.arrayContaining(['kv-0-agent.log', 'kv-0-kvmaster.log', 'etcd.log']));
+      expect(summary.slowestFaults.length).toBe(Math.min(5, summary.faults));
+      expect(summary.slowestFaults[0]!.ms).toBe(Math.max(...Object.values(summary.byKind).map((k) => k.failoverMs?.max ?? 0)));
     } finally {
       run.child.kill('SIGKILL');
     }

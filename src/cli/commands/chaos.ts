@@ -58,10 +58,13 @@ Options:
   --out DIR          where the history goes (default: a new directory in $TMPDIR);
                      kept when a check failed, with Porcupine's visualization
                      (history.html) when the history is not linearizable
-  --keep-history     keep the history even when every check passed
+  --keep-history     keep the history, and the agents', masters' and stores' logs
+                     (DIR/logs), even when every check passed; the logs are also
+                     kept when the run stopped, lost a write or recorded a violation
   --json             no live table: progress on stderr, one JSON summary on stdout
                      {faults, byKind, ackedWrites, lostWrites, linearizable,
-                      failoverMs {p50,p99,max}, violations, skippedKinds, ...}
+                      failoverMs {p50,p99,max}, violations, slowestFaults,
+                      skippedKinds, logs, ...}
 
 Exit code: 0 when no acknowledged write was lost, the history is
 linearizable and no fault showed a guarantee broken (violations); 1
