@@ -549,7 +549,16 @@ export class Agent implements LocalApiBackend {
       });
       this.registry.update({ appliedSeq: this.board.get().appliedSeq, receivedSeq: this.board.get().receivedSeq });
       // Sync mode: acknowledged only once the sync standbys hold it (or the fallback says otherwise).
-      if (this.syncLeader) await this.syncLeader.awaitReplicated(result.lastSeq);
+      if (this.syncLeader) {
+        await this.syncLeader.awaitReplicated(result.lastSeq).catch((err: unknown) => {
+          // The entry is in the log: leadership ending now does not undo it (the next
+          // leader may serve it), so the outcome is unknown, never a refusal (409).
+          if (err instanceof NotLeaderError) {
+            throw new StoreUnavailableError(`the write is in the log, but leadership ended before the sync standbys confirmed it: outcome unknown (${err.message})`);
+          }
+          throw err;
+        });
+      }
       return { epoch, ...result };
     } catch (err) {
       if (err instanceof FencedError) {

@@ -233,6 +233,16 @@ export class NetLab {
   }
 
   /**
+   * Where the member's DelayProxy for a delayable target listens (on the host
+   * address), so a probe from the host can cross the same delayed link.
+   */
+  proxyAddress(member: string, target: string): { host: string; port: number } {
+    const proxy = this.proxies.get(this.member(member).name)?.get(target);
+    if (!proxy) throw new Error(`proxyAddress: target ${target} was not added with { delayable: true }`);
+    return { host: this.hostAddress, port: proxy.port };
+  }
+
+  /**
    * Cuts and heals the member's link to the targets every `periodMs`
    * (cut for one period, up for the next) until the returned stop() is
    * awaited; stop() leaves the link healed.

@@ -8,7 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { LocalCluster, type Member } from '../demo/localcluster.ts';
 import { WriteLoad, findLostWrites } from '../demo/load.ts';
+import { startEtcd, type LocalEtcd } from '../lib/localstores.ts';
 import { percentile, sleep, waitFor } from '../lib/time.ts';
+import { LocalEtcdCluster } from './etcdcluster.ts';
 import { ETCD_TARGET, STREAM_TARGET, type FaultKind } from './faults.ts';
 import { HistoryRecorder } from './history.ts';
 import { checkHistory, type LinearizabilityResult } from './linearizability.ts';
@@ -20,6 +22,8 @@ export interface ChaosOptions {
   seed: number;
   members: number;
   leaseTtlSeconds: number;
+  /** The agents' replication mode (--replication); sync-only kinds need 'sync'. */
+  replication: 'async' | 'sync';
   kinds: readonly FaultKind[];
   /** Kinds left out of the default set, with why (e.g. network kinds without root); reported in the summary. */
   skippedKinds?: Record<string, string>;
@@ -30,7 +34,7 @@ export interface ChaosOptions {
   readRate: number;
   /** Where the history (and on failure Porcupine's visualization) goes. */
   outDir: string;
-  /** Keep the history even when everything passed. */
+  /** Keep the history, and the processes' logs, even when everything passed. */
   keepHistory: boolean;
   /** Live table when given; otherwise progress lines go to `progress`. */
   screen?: NodeJS.WriteStream;
@@ -46,7 +50,8 @@ export interface Stats {
 
 export interface ChaosSummary {
   faults: number;
-  byKind: Record<string, { faults: number; failoverMs: Stats | null }>;
+  /** Per kind: faults, the clock's figures, and after how many of them another member led than before. */
+  byKind: Record<string, { faults: number; failoverMs: Stats | null; leaderChanges: number }>;
   ackedWrites: number;
   lostWrites: number;
   /** null when the check could not run (the reason is in `error`). */
@@ -59,7 +64,16 @@ export interface ChaosSummary {
   seed: number;
   members: number;
   leaseTtlSeconds: number;
+  replication: 'async' | 'sync';
+  /** Members of the etcd the agents used (3 when an etcdCluster kind was selected). */
+  etcdMembers: number;
+  /** Guarantees a fault showed broken (e.g. writes acknowledged without an etcd quorum); the run fails when any. */
+  violations: string[];
   seconds: number;
+  /** The slowest faults (at most SLOWEST_KEPT), with their wall-clock time, to find them in the logs. */
+  slowestFaults: Array<{ kind: string; ms: number; at: string; what: string }>;
+  /** Where the agents', masters' and stores' logs were copied (with --keep-history, or when the run stopped, lost a write or recorded a violation), else null. */
+  logs: string | null;
   /** The history file when kept (on failure, or with --keep-history); the visualization on a linearizability failure. */
   history: string | null;
   visualization: string | null;
@@ -73,6 +87,7 @@ export interface ChaosSummary {
 }
 
 const STEP_TIMEOUT_MS = 60_000;
+const SLOWEST_KEPT = 5;
 
 /** A small seeded generator (mulberry32): the same seed gives the same fault sequence. */
 export function seededRandom(seed: number): () => number {
@@ -104,6 +119,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   };
   const kindMs = new Map<string, number[]>(opts.kinds.map((k) => [k.name, []]));
   const kindCount = new Map<string, number>(opts.kinds.map((k) => [k.name, 0]));
+  const kindLeaderChanges = new Map<string, number>(opts.kinds.map((k) => [k.name, 0]));
+  const violations: string[] = [];
+  const slowest: ChaosSummary['slowestFaults'] = [];
+  let logs: string | null = null;
+  const violation = (line: string): void => {
+    violations.push(line);
+    note(`VIOLATION: ${line}`);
+  };
   const failoverMs: number[] = [];
   const history = new HistoryRecorder();
   let lostWrites = 0;
@@ -112,8 +135,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
 
 
   for (const [kind, why] of Object.entries(opts.skippedKinds ?? {})) note(`skipping ${kind}: ${why}`);
-  note(`seed ${opts.seed}: starting etcd, redis-server and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s)`);
-  const { cluster, lab } = await startCluster(opts, note);
+  note(
+    `seed ${opts.seed}: starting etcd, redis-server and ${opts.members} agent+kvmaster pairs (lease TTL ${opts.leaseTtlSeconds} s, ${opts.replication} replication)`,
+  );
+  const { cluster, lab, etcd, etcdTargets, stopStores, logDirs } = await startCluster(opts, note);
   const writers = 4;
   const load = new WriteLoad({ members: () => cluster.members, rate: opts.rate, clients: writers, keysPerClient: 20, history });
   const readers = new ReadLoad({
@@ -149,20 +174,45 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       leaderName = leader.name;
       const kind = opts.kinds[Math.floor(random() * opts.kinds.length)]!;
       const t0 = performance.now();
-      const fault = await kind.inject({ cluster, leader, leaseTtlSeconds: opts.leaseTtlSeconds, random, signal: opts.signal, note, ...(lab ? { lab } : {}) });
+      const at = new Date().toISOString();
+      const fault = await kind.inject({
+        cluster,
+        leader,
+        leaseTtlSeconds: opts.leaseTtlSeconds,
+        random,
+        signal: opts.signal,
+        note,
+        violation,
+        load,
+        etcdTargets,
+        ...(lab ? { lab } : {}),
+        ...(etcd ? { etcd } : {}),
+      });
       kindCount.set(kind.name, kindCount.get(kind.name)! + 1);
       note(fault.what);
       let ms: number;
-      try {
-        ms = await load.firstAckAfter(t0, fault.failover ? (m) => m !== fault.victim : () => true, STEP_TIMEOUT_MS, opts.signal);
-      } finally {
+      if (fault.clock === 'after-heal') {
+        // Writes cannot resume before the repair: the clock runs from it (listening already, so an ack during the heal counts).
+        const healAt = performance.now();
+        const resumed = load.firstAckAfter(healAt, () => true, STEP_TIMEOUT_MS, opts.signal);
+        resumed.catch(() => undefined); // awaited below unless the heal throws
         await fault.heal();
+        ms = await resumed;
+      } else {
+        try {
+          ms = await load.firstAckAfter(t0, fault.failover ? (m) => m !== fault.victim : () => true, STEP_TIMEOUT_MS, opts.signal);
+        } finally {
+          await fault.heal();
+        }
       }
       kindMs.get(kind.name)!.push(ms);
       if (fault.failover) failoverMs.push(ms);
+      slowest.push({ kind: kind.name, ms: Math.round(ms), at, what: fault.what });
+      slowest.sort((a, b) => b.ms - a.ms).splice(SLOWEST_KEPT);
       const next = await cluster.waitForLeader({ timeoutMs: STEP_TIMEOUT_MS });
       leaderName = next.name;
-      note(`${kind.name}: ${next.name} leads; writes resumed ${Math.round(ms)} ms after the fault`);
+      if (next !== leader) kindLeaderChanges.set(kind.name, kindLeaderChanges.get(kind.name)! + 1);
+      note(`${kind.name}: ${next.name} leads; writes resumed ${Math.round(ms)} ms after the ${fault.clock === 'after-heal' ? 'repair' : 'fault'}`);
       await waitCaughtUp(cluster, next, opts.signal);
     }
   } catch (err) {
@@ -187,7 +237,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       error ??= `final lost-write check failed: ${(err as Error).message}`;
       opts.progress(error);
     }
+    if (opts.keepHistory || error !== null || lostWrites > 0 || violations.length > 0) logs = copyLogs(logDirs, path.join(opts.outDir, 'logs'), opts.progress);
     await cluster.stop();
+    await stopStores();
     // Every namespace, veth, the bridge and the delay proxies (rules live in the namespaces).
     await lab?.destroy();
   }
@@ -203,15 +255,18 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     error ??= `linearizability check failed: ${(err as Error).message}`;
     opts.progress(error);
   }
-  const passed = lostWrites === 0 && check?.linearizable === true && error === null;
+  const passed = lostWrites === 0 && check?.linearizable === true && error === null && violations.length === 0;
   if (passed && !opts.keepHistory) {
     fs.rmSync(opts.outDir, { recursive: true, force: true });
     historyFile = null;
+    logs = null;
   }
   if (opts.screen) opts.screen.write(render());
   return {
     faults: [...kindCount.values()].reduce((a, b) => a + b, 0),
-    byKind: Object.fromEntries(opts.kinds.map((k) => [k.name, { faults: kindCount.get(k.name)!, failoverMs: stats(kindMs.get(k.name)!) }])),
+    byKind: Object.fromEntries(
+      opts.kinds.map((k) => [k.name, { faults: kindCount.get(k.name)!, failoverMs: stats(kindMs.get(k.name)!), leaderChanges: kindLeaderChanges.get(k.name)! }]),
+    ),
     ackedWrites: load.stats.acked,
     lostWrites,
     linearizable: check?.linearizable ?? null,
@@ -222,6 +277,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     seed: opts.seed,
     members: opts.members,
     leaseTtlSeconds: opts.leaseTtlSeconds,
+    replication: opts.replication,
+    etcdMembers: etcd ? etcd.members.length : 1,
+    violations,
+    slowestFaults: slowest,
+    logs,
     seconds: Math.round((performance.now() - started) / 1000),
     history: historyFile,
     visualization: check?.visualization ?? null,
@@ -232,36 +292,108 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   };
 }
 
+interface StartedCluster {
+  cluster: LocalCluster;
+  lab: NetLab | undefined;
+  /** The 3-member etcd the agents use, when an etcdCluster kind is selected. */
+  etcd: LocalEtcdCluster | undefined;
+  /** The lab's target name of each etcd endpoint the agents dial. */
+  etcdTargets: string[];
+  /** Stops the etcd started apart from the cluster (if any) and removes its files; after cluster.stop(). */
+  stopStores: () => Promise<void>;
+  /** Where the processes write their logs (the cluster's work directory, the separate etcd's). */
+  logDirs: string[];
+}
+
 /**
  * The cluster; with a network kind selected, its members each in a network
  * namespace of a new NetLab and the stores on the lab's host address (as
- * test/integration/netfault.test.ts builds it). The lab is destroyed when the
- * start fails, and by its exit hook if the process dies.
+ * test/integration/netfault.test.ts builds it). The agents dial an etcd
+ * started apart from the cluster when a kind needs one: a 3-member etcd
+ * (etcdCluster kinds), or one reached through a DelayProxy per member,
+ * spliced in before the agents connect (delaysEtcd kinds). With sync
+ * replication the agents run with --replication sync. The lab (and that
+ * etcd) is removed when the start fails, and by its exit hook if the process dies.
  */
-async function startCluster(opts: ChaosOptions, note: (line: string) => void): Promise<{ cluster: LocalCluster; lab: NetLab | undefined }> {
-  const base = { members: opts.members, leaseTtlSeconds: opts.leaseTtlSeconds, logLevel: 'warn' };
-  if (!opts.kinds.some((k) => k.network)) return { cluster: await LocalCluster.start(base), lab: undefined };
-  const names = Array.from({ length: opts.members }, (_, i) => `kv-${i}`);
-  const lab = await NetLab.create(names);
-  note(`network lab: bridge ${lab.bridge} (${lab.hostAddress}/24), one network namespace per member`);
+async function startCluster(opts: ChaosOptions, note: (line: string) => void): Promise<StartedCluster> {
+  const base = {
+    members: opts.members,
+    leaseTtlSeconds: opts.leaseTtlSeconds,
+    logLevel: 'warn',
+    ...(opts.replication === 'sync' ? { agentArgs: ['--replication', 'sync'] } : {}),
+  };
+  const network = opts.kinds.some((k) => k.network);
+  const delayable = opts.kinds.some((k) => k.delaysEtcd);
+  const etcdCluster = opts.kinds.some((k) => k.etcdCluster);
+  const lab = network ? await NetLab.create(Array.from({ length: opts.members }, (_, i) => `kv-${i}`)) : undefined;
+  if (lab) note(`network lab: bridge ${lab.bridge} (${lab.hostAddress}/24), one network namespace per member`);
+  const host = lab?.hostAddress ?? '127.0.0.1';
+  const cleanups: Array<() => Promise<void>> = [];
+  const stopStores = async (): Promise<void> => {
+    for (const stop of cleanups.splice(0).reverse()) await stop().catch(() => undefined);
+  };
   try {
+    // An etcd apart from the cluster, started first so its links can be delayed from the agents' first connection.
+    let endpoints: Array<{ name: string; port: number }> = [];
+    let etcd: LocalEtcdCluster | undefined;
+    const logDirs: string[] = [];
+    if (etcdCluster || delayable) {
+      const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-chaos-etcd-'));
+      logDirs.push(workDir);
+      cleanups.push(async () => fs.rmSync(workDir, { recursive: true, force: true }));
+      if (etcdCluster) {
+        etcd = await LocalEtcdCluster.start({ host, workDir });
+        const started = etcd;
+        cleanups.push(() => started.stop());
+        endpoints = etcd.members.map((m, i) => ({ name: i === 0 ? ETCD_TARGET : `${ETCD_TARGET}-${i}`, port: m.clientPort }));
+        note(`etcd: 3 members (${etcd.endpoints})`);
+      } else {
+        const single: LocalEtcd = await startEtcd({ host, workDir });
+        cleanups.push(() => single.stop());
+        endpoints = [{ name: ETCD_TARGET, port: single.clientPort }];
+      }
+      if (lab) for (const e of endpoints) await lab.addTarget(e.name, e.port, { delayable });
+    }
     const cluster = await LocalCluster.start({
       ...base,
-      memberNames: names,
-      placement: (m) => lab.placement(m),
-      stores: { etcd: { host: lab.hostAddress }, redis: { host: lab.hostAddress } },
+      ...(lab
+        ? {
+            memberNames: Array.from({ length: opts.members }, (_, i) => `kv-${i}`),
+            placement: (m: string) => lab.placement(m),
+            stores: { etcd: { host: lab.hostAddress }, redis: { host: lab.hostAddress } },
+          }
+        : {}),
+      ...(endpoints.length > 0 ? { etcdEndpoints: endpoints.map((e) => `http://${host}:${e.port}`).join(',') } : {}),
     });
     try {
-      await lab.addTarget(ETCD_TARGET, cluster.etcd.clientPort);
-      await lab.addTarget(STREAM_TARGET, cluster.redis.port);
+      if (lab) {
+        if (endpoints.length === 0) {
+          endpoints = [{ name: ETCD_TARGET, port: cluster.etcd.clientPort }];
+          await lab.addTarget(ETCD_TARGET, cluster.etcd.clientPort);
+        }
+        await lab.addTarget(STREAM_TARGET, cluster.redis.port);
+      }
     } catch (err) {
       await cluster.stop();
       throw err;
     }
-    return { cluster, lab };
+    return { cluster, lab, etcd, etcdTargets: endpoints.length > 0 ? endpoints.map((e) => e.name) : [ETCD_TARGET], stopStores, logDirs: [cluster.workDir, ...logDirs] };
   } catch (err) {
-    await lab.destroy();
+    await stopStores();
+    await lab?.destroy();
     throw err;
+  }
+}
+
+/** Copies the *.log files of `dirs` into `to` (before the cluster's work directory is removed); returns `to`, or null when nothing could be copied. */
+function copyLogs(dirs: readonly string[], to: string, progress: (line: string) => void): string | null {
+  try {
+    fs.mkdirSync(to, { recursive: true });
+    for (const dir of dirs) for (const f of fs.readdirSync(dir)) if (f.endsWith('.log')) fs.copyFileSync(path.join(dir, f), path.join(to, f));
+    return to;
+  } catch (err) {
+    progress(`could not keep the logs: ${(err as Error).message}`);
+    return null;
   }
 }
 

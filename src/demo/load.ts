@@ -22,7 +22,9 @@ export interface LoadOptions {
 
 export interface AckEvent {
   member: Member;
+  /** performance.now() when the acknowledgement arrived, and when the acknowledged request was sent. */
   at: number;
+  sentAt: number;
 }
 
 export interface LoadStats {
@@ -116,6 +118,7 @@ export class WriteLoad {
         continue;
       }
       const record = this.opts.history?.begin(c, 'put', key, member.name, String(value));
+      const sentAt = performance.now();
       try {
         const res = await fetch(`http://${member.kvAddress}/kv/${key}`, {
           method: 'PUT',
@@ -130,7 +133,7 @@ export class WriteLoad {
         if (res.status === 200) {
           this.ledger.set(key, value);
           this.stats.acked++;
-          const event = { member, at: performance.now() };
+          const event = { member, at: performance.now(), sentAt };
           for (const l of this.ackListeners) l(event);
           return;
         }

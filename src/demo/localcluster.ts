@@ -87,6 +87,7 @@ export class LocalCluster {
     Pick<LocalClusterOptions, 'memberAgent' | 'placement' | 'etcdEndpoints'>;
 
   private readonly storeOptions: NonNullable<LocalClusterOptions['stores']>;
+  private redisRestarts = 0;
 
   private constructor(etcd: LocalEtcd, redis: LocalStreamServer, workDir: string, ref: ClusterRef, opts: LocalCluster['opts'], storeOptions: LocalClusterOptions['stores']) {
     this.storeOptions = storeOptions ?? {};
@@ -258,10 +259,22 @@ export class LocalCluster {
     this.redis.process.killNow('SIGKILL');
   }
 
-  /** A new stream server on the same port, holding nothing (it never persists). */
+  /**
+   * A new stream server on the same port, holding nothing: each restart gets
+   * a data directory of its own. (One shared directory made the second
+   * restart load the snapshot the first one saved, Dragonfly's every-minute
+   * cron: a server back from an older copy, not an empty one.)
+   */
   async restartRedisEmpty(): Promise<void> {
     await this.redis.stop();
-    this.redis = await startStreamServer({ ...this.storeOptions.redis, kind: this.redis.kind, workDir: this.workDir, name: `${this.redis.kind}-restarted`, port: this.redis.port });
+    this.redisRestarts++;
+    this.redis = await startStreamServer({
+      ...this.storeOptions.redis,
+      kind: this.redis.kind,
+      workDir: this.workDir,
+      name: `${this.redis.kind}-restarted-${this.redisRestarts}`,
+      port: this.redis.port,
+    });
   }
 
   pauseAgent(m: Member): void {

@@ -1,9 +1,10 @@
 // `hotstandby chaos` as a user runs it: short seeded runs against real
 // agents, kvmasters, etcd and redis-server (the process kinds everywhere;
-// every kind, network partitions included, as root with the members in
-// network namespaces), whose summary must show no lost write and a
-// linearizable history; Ctrl-C ends a run with a summary and leaves no child
-// process, namespace or bridge behind.
+// network partitions, a delayed etcd, a 3-member etcd losing one member and
+// its quorum, and the stream server restarted empty in sync mode as root with
+// the members in network namespaces), whose summary must show no lost write,
+// a linearizable history and no broken guarantee; Ctrl-C ends a run with a
+// summary and leaves no child process, namespace or bridge behind.
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,13 +12,18 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isProcessAlive as alive } from '../../src/lib/childproc.ts';
 import { waitFor } from '../../src/lib/time.ts';
-import { FAULT_KINDS } from '../../src/chaos/faults.ts';
+import { ETCD_ELECTION_TIMEOUT_MS, FAULT_KINDS } from '../../src/chaos/faults.ts';
 import { netnsUnavailable } from '../../src/chaos/netns.ts';
 import { descendants } from '../harness/processes.ts';
 
 const unavailable = await netnsUnavailable();
 const strict = process.env.HOTSTANDBY_E2E === '1';
-const PROCESS_KINDS = FAULT_KINDS.filter((k) => !k.network).map((k) => k.name);
+/** The kinds that need neither root, a 3-member etcd, nor sync replication. */
+const PROCESS_KINDS = FAULT_KINDS.filter((k) => !k.network && !k.etcdCluster && !k.syncOnly).map((k) => k.name);
+/** The partition kinds (and the process kinds): the members in network namespaces, one etcd. */
+const PARTITION_KINDS = FAULT_KINDS.filter((k) => !k.delaysEtcd && !k.etcdCluster && !k.syncOnly).map((k) => k.name);
+/** The kinds that change the run's stores: a delayable etcd, a 3-member etcd, the stream server restarted (sync mode). */
+const STORE_KINDS = ['delay-etcd', 'kill-etcd-member', 'kill-etcd-quorum', 'restart-stream-server'];
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-chaos-test-'));
@@ -25,7 +31,7 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 interface Summary {
   faults: number;
-  byKind: Record<string, { faults: number; failoverMs: { p50: number; p99: number; max: number } | null }>;
+  byKind: Record<string, { faults: number; failoverMs: { p50: number; p99: number; max: number } | null; leaderChanges: number }>;
   ackedWrites: number;
   lostWrites: number;
   linearizable: boolean | 'unknown' | null;
@@ -35,6 +41,11 @@ interface Summary {
   error: string | null;
   skippedKinds: Record<string, string>;
   netlab: string | null;
+  violations: string[];
+  slowestFaults: Array<{ kind: string; ms: number; at: string; what: string }>;
+  logs: string | null;
+  replication: 'async' | 'sync';
+  etcdMembers: number;
 }
 
 /** Whether a network link (the lab's bridge) still exists on this machine. */
@@ -42,15 +53,21 @@ function linkExists(name: string): boolean {
   return execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n').some((l) => l.split(':')[1]?.trim().split('@')[0] === name);
 }
 
-/** The checks every passing run's summary must meet: each selected kind ran, nothing lost, linearizable. */
-function expectPassingRun(summary: Summary, code: number | null, stderr: string, kinds: string[]): void {
-  expect(summary, stderr).toMatchObject({ lostWrites: 0, linearizable: true, error: null });
+/** The checks every passing run's summary must meet: each selected kind ran and was clocked, nothing lost, linearizable, no guarantee broken. */
+function expectPassingRun(summary: Summary, code: number | null, stderr: string, kinds: string[], opts: { failovers?: boolean } = {}): void {
+  expect(summary, stderr).toMatchObject({ lostWrites: 0, linearizable: true, error: null, violations: [] });
   expect(code).toBe(0);
   expect(Object.keys(summary.byKind).sort()).toEqual([...kinds].sort());
   expect(summary.faults).toBe(Object.values(summary.byKind).reduce((a, k) => a + k.faults, 0));
   expect(summary.faults).toBeGreaterThanOrEqual(kinds.length);
-  for (const [kind, k] of Object.entries(summary.byKind)) expect(k.faults, kind).toBeGreaterThanOrEqual(1);
+  for (const [kind, k] of Object.entries(summary.byKind)) {
+    expect(k.faults, kind).toBeGreaterThanOrEqual(1);
+    // Every fault of every kind was clocked until writes were acknowledged again.
+    expect(k.failoverMs, kind).not.toBeNull();
+    expect(k.leaderChanges, kind).toBeLessThanOrEqual(k.faults);
+  }
   expect(summary.ackedWrites).toBeGreaterThan(1000);
+  if (opts.failovers === false) return;
   expect(summary.failoverMs!.p50).toBeGreaterThan(0);
   expect(summary.failoverMs!.p99).toBeGreaterThanOrEqual(summary.failoverMs!.p50);
   expect(summary.failoverMs!.max).toBeGreaterThanOrEqual(summary.failoverMs!.p99);
@@ -80,6 +97,10 @@ describe('hotstandby chaos', () => {
       expect(ops).toHaveLength(summary.historyOps);
       expect(new Set(ops.filter((o) => o.op === 'put' && o.ok).map((o) => o.member)).size).toBeGreaterThanOrEqual(2);
       expect(ops.filter((o) => o.op === 'get' && o.ok).length).toBeGreaterThan(100);
+      // --keep-history keeps the processes' logs too, and names the slowest faults to look up in them.
+      expect(fs.readdirSync(summary.logs!)).toEqual(expect.arrayContaining(['kv-0-agent.log', 'kv-0-kvmaster.log', 'etcd.log']));
+      expect(summary.slowestFaults.length).toBe(Math.min(5, summary.faults));
+      expect(summary.slowestFaults[0]!.ms).toBe(Math.max(...Object.values(summary.byKind).map((k) => k.failoverMs?.max ?? 0)));
     } finally {
       run.child.kill('SIGKILL');
     }
@@ -90,14 +111,14 @@ describe('hotstandby chaos', () => {
   });
 
   it.skipIf(unavailable !== undefined)(
-    `the default run as root: every kind, partitions and a flapping link included, loses no acknowledged write and is linearizable; the lab is removed${unavailable ? ` (skipped: ${unavailable})` : ''}`,
+    `as root, the process and partition kinds, a flapping link included, lose no acknowledged write and are linearizable; the lab is removed${unavailable ? ` (skipped: ${unavailable})` : ''}`,
     async () => {
-      // Seed 4's first eight faults are one of each of the eight default kinds (scripted from seededRandom and the kind order).
-      const run = start(['--minutes', '1', '--seed', '4', '--interval', '1', '--json', '--out', path.join(dir, 'network')]);
+      // Seed 4's first eight faults are one of each of these eight kinds (scripted from seededRandom and the kind order).
+      const run = start(['--minutes', '1', '--seed', '4', '--interval', '1', '--faults', PARTITION_KINDS.join(','), '--json', '--out', path.join(dir, 'network')]);
       try {
         const code = await run.exited;
         const summary = JSON.parse(run.out.stdout) as Summary;
-        expectPassingRun(summary, code, run.out.stderr, FAULT_KINDS.map((k) => k.name));
+        expectPassingRun(summary, code, run.out.stderr, PARTITION_KINDS);
         expect(summary.skippedKinds).toEqual({});
         for (const k of FAULT_KINDS.filter((x) => x.network && x.name.startsWith('partition-leader'))) expect(summary.byKind[k.name]!.failoverMs!.p50, k.name).toBeGreaterThan(0);
         expect(summary.netlab).toMatch(/^hsbr/);
@@ -107,6 +128,38 @@ describe('hotstandby chaos', () => {
       }
     },
     300_000,
+  );
+
+  it.skipIf(unavailable !== undefined)(
+    `as root in sync mode, etcd delayed, a 3-member etcd losing one member and then its quorum, and the stream server restarted empty under load: nothing lost, linearizable, writes stop without a quorum${unavailable ? ` (skipped: ${unavailable})` : ''}`,
+    async () => {
+      // Seed 3's first four faults are one of each of these kinds, in the order
+      // delay-etcd, restart-stream-server, kill-etcd-member, kill-etcd-quorum
+      // (scripted from seededRandom, the list and each kind's draws).
+      const run = start(['--minutes', '1', '--seed', '3', '--interval', '1', '--replication', 'sync', '--faults', STORE_KINDS.join(','), '--json', '--out', path.join(dir, 'stores')]);
+      try {
+        const code = await run.exited;
+        const summary = JSON.parse(run.out.stdout) as Summary;
+        // None of these kinds must move leadership, so failoverMs over them is null; each kind is clocked.
+        expectPassingRun(summary, code, run.out.stderr, STORE_KINDS, { failovers: false });
+        expect(summary).toMatchObject({ replication: 'sync', etcdMembers: 3, skippedKinds: {} });
+        // Each kind took effect (a kind also throws, stopping the run, when its fault did nothing):
+        const err = run.out.stderr;
+        const probes = [...err.matchAll(/delay-etcd: a round trip to etcd through \S+ delayed link took (\d+) ms/g)].map((m) => Number(m[1]));
+        expect(probes, err).toHaveLength(summary.byKind['delay-etcd']!.faults);
+        for (const ms of probes) expect(ms).toBeGreaterThanOrEqual(400);
+        expect(err.match(/kill -9 the stream server \(\w+\); an empty one starts/g), err).toHaveLength(summary.byKind['restart-stream-server']!.faults);
+        expect(err.match(/kill -9 etcd member etcd\d \(2 of 3 left/g), err).toHaveLength(summary.byKind['kill-etcd-member']!.faults);
+        const quorum = [...err.matchAll(/\(quorum lost\) for [\d.]+ s; the last write acknowledged was sent (\d+) ms/g)].map((m) => Number(m[1]));
+        expect(quorum, err).toHaveLength(summary.byKind['kill-etcd-quorum']!.faults);
+        // Within the lease TTL (2 s) + 2 etcd election timeouts: an etcd leader without a quorum renews leases until it steps down (ETCD_ELECTION_TIMEOUT_MS).
+        for (const sentMs of quorum) expect(sentMs, 'the last acknowledged write was sent within the bound of the quorum loss').toBeLessThanOrEqual(2000 + 2 * ETCD_ELECTION_TIMEOUT_MS);
+        expect(linkExists(summary.netlab!), 'the lab bridge is removed').toBe(false);
+      } finally {
+        run.child.kill('SIGKILL');
+      }
+    },
+    240_000,
   );
 
   it('Ctrl-C ends a run with a checked summary and leaves no child process behind', async () => {
