@@ -27,6 +27,7 @@ import type { Logger } from '../lib/log.ts';
 import { withTimeout } from '../lib/time.ts';
 import { MASTER_DOWN_STATE } from './candidacy.ts';
 import type { MemberStatus } from './types.ts';
+import { subscribeToChannel, type ChannelSubscriber } from './channel-subscriber.ts';
 import { ackCovers, parseAck, parseSyncRecord, type SyncAck, type SyncRecord, type SyncTimeoutAction } from './sync-record.ts';
 
 /** A write that waited syncTimeoutMs for the sync standbys in strict mode. Maps to 503 sync_timeout. */
@@ -72,7 +73,7 @@ interface Waiter {
 export class SyncReplicator {
   private readonly opts: SyncReplicatorOptions;
   private readonly log: Logger;
-  private sub: Redis | undefined;
+  private sub: ChannelSubscriber | undefined;
   private readonly acks = new Map<string, SyncAck & { at: number }>();
   /** The record in etcd as this leader knows it; one of an older epoch until it publishes its own. */
   private published: SyncRecord | undefined;
@@ -95,13 +96,22 @@ export class SyncReplicator {
   }
 
   async start(): Promise<void> {
-    const sub = this.opts.redis.duplicate();
+    const sub = await subscribeToChannel({
+      redis: this.opts.redis,
+      channel: this.opts.channel,
+      onMessage: (message) => this.onAck(message),
+      timeoutMs: ETCD_CALL_TIMEOUT_MS,
+      log: this.log,
+    });
     this.sub = sub;
-    sub.on('error', (err: Error) => this.log.debug({ err: err.message }, 'ack subscription connection error'));
-    sub.on('message', (_channel: string, message: string) => this.onAck(message));
-    await withTimeout(sub.subscribe(this.opts.channel), ETCD_CALL_TIMEOUT_MS, 'subscribing to standby acknowledgements');
+    if (this.stopped) {
+      // stop() ran while we were subscribing: it could not close what did not exist yet.
+      sub.close();
+      return;
+    }
     const raw = await withTimeout(this.opts.etcd.get(this.opts.keys.sync).string(), ETCD_CALL_TIMEOUT_MS, 'the sync record');
     this.published = parseSyncRecord(raw);
+    if (this.stopped) return; // stopped during the read: no timer to leak
     this.timer = setInterval(() => this.maintain(), MAINTAIN_EVERY_MS);
     this.log.info({ inherited: this.published ?? null, minSyncStandbys: this.opts.minSyncStandbys }, 'sync replication: waiting for standbys to acknowledge');
   }
@@ -116,7 +126,7 @@ export class SyncReplicator {
       w.reject(reason);
     }
     this.waiters.clear();
-    this.sub?.disconnect();
+    this.sub?.close();
   }
 
   /** The current record, for status and tests. */
