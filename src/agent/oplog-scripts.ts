@@ -27,10 +27,13 @@ local function fmt(v) return string.format('%d', v) end
 `;
 
 // KEYS: epoch, head, log, batch [, stage]
-// ARGV: writerEpoch, maxLength, batchMemoryMs, count, then op, key, payload, crc per entry
+// ARGV: writerEpoch, maxLength, batchMemoryMs, count, minHead, then op, key, payload, crc per entry
 //       (or, with a stage key, the 4*count fields in the stage list instead; the list is deleted).
+//       minHead: the highest seq this writer already saw written in its epoch.
 // Returns {first, last}; {0, currentEpoch} when fenced (currentEpoch 0: no epoch
-// stored, the server was wiped); {-1, message} when the first XADD failed
+// stored, the server was wiped); {-2, head} when the stored head is below
+// minHead (the server came back from an older copy: appending would hand out
+// sequence numbers a second time); {-1, message} when the first XADD failed
 // (nothing written).
 export const APPEND_LUA = `${PRELUDE}
 local staged = #KEYS == 5
@@ -40,12 +43,13 @@ if not cur then drop() return {0, 0} end
 if int(cur) ~= int(ARGV[1]) then drop() return {0, int(cur)} end
 local n = int(ARGV[4])
 local have = 0
-if staged then have = redis.call('LLEN', KEYS[5]) else have = #ARGV - 4 end
+if staged then have = redis.call('LLEN', KEYS[5]) else have = #ARGV - 5 end
 if n < 1 or have ~= 4 * n then
   drop()
   return redis.error_reply(string.format('${LUA_ERR_BAD_ARGS} append of %d entries needs %d fields, got %d', n, 4 * n, have))
 end
 local head = int(redis.call('GET', KEYS[2]))
+if head < int(ARGV[5]) then drop() return {-2, head} end
 local s = head
 local function add(f, j)
   s = s + 1
@@ -68,7 +72,7 @@ if staged then
   end
   drop()
 else
-  for j = 5, #ARGV, 4 do
+  for j = 6, #ARGV, 4 do
     failed = add(ARGV, j)
     if failed then break end
   end

@@ -11,7 +11,9 @@
 // Every write is one Lua script (src/agent/oplog-scripts.ts), atomic on the
 // server: an append checks the epoch, assigns consecutive sequence numbers
 // after `head`, XADDs each entry with its crc32c, moves `head`, trims, and
-// records the batch id. A stale epoch appends nothing. A batch too large for
+// records the batch id. A stale epoch appends nothing, and neither does a
+// head below what this writer already wrote in its epoch (the server came
+// back from an older copy that still holds the epoch). A batch too large for
 // one command is first pushed to a short-lived stage list in pieces; the same
 // script then appends it from there in one step, so it stays consecutive,
 // fenced and all-or-nothing.
@@ -69,6 +71,12 @@ export class OpLog {
   private readonly keys: StreamKeys;
   private readonly maxLength: number;
   private readonly log: Logger;
+  /**
+   * The highest seq this process saw written under one epoch (raised, or
+   * appended): the stored head can never be below it unless the server lost
+   * data, e.g. came back from an older snapshot.
+   */
+  private written = { epoch: 0, seq: 0 };
 
   constructor(opts: OpLogOptions) {
     this.redis = opts.redis;
@@ -90,6 +98,7 @@ export class OpLog {
       number,
     ];
     if (first === 0) throw new FencedError(epoch, second);
+    this.noteWritten(epoch, second);
     this.log.info({ epoch, headSeq: second }, 'epoch raised in the stream server');
     return { epoch, headSeq: second };
   }
@@ -102,7 +111,8 @@ export class OpLog {
   async append(epoch: number, ops: readonly OpInput[], batchId: string): Promise<{ firstSeq: number; lastSeq: number }> {
     if (ops.length === 0) throw new Error('append needs at least one entry');
     const k = this.keys;
-    const head: (string | number)[] = [epoch, this.maxLength, BATCH_MEMORY_MS, ops.length];
+    const minHead = this.written.epoch === epoch ? this.written.seq : 0;
+    const head: (string | number)[] = [epoch, this.maxLength, BATCH_MEMORY_MS, ops.length, minHead];
     let reply: [number, number | string];
     try {
       if (ops.length <= APPEND_ENTRIES_PER_COMMAND) {
@@ -127,8 +137,20 @@ export class OpLog {
       }
       throw fenced;
     }
+    if (first === -2) {
+      // Same remedy as a wiped server: this leader steps down, and the next
+      // one raises the head above everything it applied (raiseEpoch's minHead).
+      const fenced = new FencedError(epoch, 0);
+      fenced.message = `append refused: the stream server's log ends at seq ${String(second)}, below seq ${minHead} this leader already wrote (it came back from an older copy); a leader must be elected again before writes resume`;
+      throw fenced;
+    }
     if (first === -1) throw new Error(`append refused by the stream server, nothing was appended: ${String(second)}`);
+    this.noteWritten(epoch, Number(second));
     return { firstSeq: first, lastSeq: Number(second) };
+  }
+
+  private noteWritten(epoch: number, seq: number): void {
+    if (epoch > this.written.epoch || (epoch === this.written.epoch && seq > this.written.seq)) this.written = { epoch, seq };
   }
 
   /** Pushes a large batch's fields to `stage` in commands of APPEND_ENTRIES_PER_COMMAND entries; it expires on its own if we die. */

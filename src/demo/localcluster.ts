@@ -277,6 +277,19 @@ export class LocalCluster {
     });
   }
 
+  /**
+   * kill -9 of the stream server, then a new one on the same port and data
+   * directory: it loads what it last saved (SAVE, or Dragonfly's snapshot
+   * cron), a server back from an older copy, as a restarted pod of the
+   * managed Dragonfly comes back.
+   */
+  async restartRedisFromLastSave(): Promise<void> {
+    const { port, dir } = this.redis;
+    this.redis.process.killNow('SIGKILL');
+    await this.redis.stop();
+    this.redis = await startStreamServer({ ...this.storeOptions.redis, kind: this.redis.kind, workDir: this.workDir, reuse: { port, dir } });
+  }
+
   pauseAgent(m: Member): void {
     m.agent.killNow('SIGSTOP');
   }

@@ -78,6 +78,26 @@ describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
     expect((err as Error).message).toMatch(/holds no epoch/);
   });
 
+  it('a server back from an older copy (epoch kept, head behind) refuses the leader until a new epoch is raised above what was applied', async () => {
+    await fresh(10);
+    await oplog.append(10, ops(5), 'a');
+    // What a restart from a snapshot taken after seq 2 leaves: the epoch as it
+    // was, the head and the stream back at 2.
+    await redis.set(keys.head, '2');
+    await redis.xtrim(keys.log, 'MAXLEN', 2);
+    const err = await oplog.append(10, ops(1), 'again').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FencedError);
+    expect((err as FencedError).currentEpoch).toBe(0);
+    expect((err as Error).message).toMatch(/older copy/);
+    // Nothing appended: seq 3 is not handed out a second time.
+    expect(await oplog.headSeq()).toBe(2);
+    expect(await oplog.length()).toBe(2);
+    // The next leader had applied 5: its epoch starts above it.
+    const next = new OpLog({ redis, keys, maxLength: 100_000, log });
+    expect(await next.raiseEpoch(11, 5)).toEqual({ epoch: 11, headSeq: 5 });
+    expect(await next.append(11, ops(1), 'b')).toEqual({ firstSeq: 6, lastSeq: 6 });
+  });
+
   it('raiseEpoch never lowers the epoch, is idempotent, and never reuses a sequence', async () => {
     await fresh(10);
     await oplog.append(10, ops(4), 'a');
@@ -151,7 +171,7 @@ describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
     await fresh(10);
     const script = new LuaScript(APPEND_LUA);
     // Says 2 entries, carries 1.
-    const err = await script.run(redis, [keys.epoch, keys.head, keys.log, keys.batch('x')], [10, 1000, 1000, 2, 'put', 'k', 'p', 1]).catch((e: unknown) => e);
+    const err = await script.run(redis, [keys.epoch, keys.head, keys.log, keys.batch('x')], [10, 1000, 1000, 2, 0, 'put', 'k', 'p', 1]).catch((e: unknown) => e);
     expect(replyErrorCode(err)).toBe(LUA_ERR_BAD_ARGS);
     expect(await oplog.headSeq()).toBe(0);
     expect(await oplog.length()).toBe(0);

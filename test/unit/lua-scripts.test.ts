@@ -128,7 +128,7 @@ const raise = (epoch: string, minHead: string): Step => ({ script: RAISE_EPOCH_L
 const append = (epoch: string, n: number, from: number): Step => ({
   script: APPEND_LUA,
   keys: [K.epoch, K.head, K.log, K.batch],
-  argv: [epoch, '1000', '120000', String(n), ...fields(n, from)],
+  argv: [epoch, '1000', '120000', String(n), '0', ...fields(n, from)],
 });
 
 for (const v of ['5.1', '5.4']) {
@@ -152,7 +152,7 @@ for (const v of ['5.1', '5.4']) {
       const staged: Step = {
         script: APPEND_LUA,
         keys: [K.epoch, K.head, K.log, K.batch, K.stage],
-        argv: ['10', '1000', '120000', '5000'],
+        argv: ['10', '1000', '120000', '5000', '250'],
         setup: `lists[${lit(K.stage)}] = ${luaList(fields(5000, 250))}`,
       };
       const r = runLua(lua, [raise('10', '0'), append('10', 250, 0), staged, raise('11', '0')]);
@@ -172,8 +172,16 @@ for (const v of ['5.1', '5.4']) {
       expect(r.state.at(-1)).toBe('stream 0');
     });
 
+    it('a head below the writer\'s minHead (a server back from an older copy) appends nothing and replies -2 and the head', () => {
+      const behind: Step = { ...append('10', 2, 0), argv: ['10', '1000', '120000', '2', '9', ...fields(2, 0)] };
+      const r = runLua(lua, [raise('10', '0'), append('10', 3, 0), behind]);
+      expect(r.steps[2]).toEqual(['reply int -2', 'reply int 3']);
+      expect(r.state).toContain(`string ${K.head}=3`);
+      expect(r.state.at(-1)).toBe('stream 3 1-0..3-0');
+    });
+
     it('wrong shapes fail with the explicit code, not a Lua error', () => {
-      const short: Step = { ...append('10', 2, 0), argv: ['10', '1000', '120000', '2', 'put', 'k', 'v', '1'] };
+      const short: Step = { ...append('10', 2, 0), argv: ['10', '1000', '120000', '2', '0', 'put', 'k', 'v', '1'] };
       const r = runLua(lua, [raise('10', '0'), short, raise('0', '0')]);
       expect(r.steps[1]![0]).toMatch(new RegExp(`^err ${LUA_ERR_BAD_ARGS} `));
       expect(r.steps[2]![0]).toMatch(new RegExp(`^err ${LUA_ERR_BAD_ARGS} `));
