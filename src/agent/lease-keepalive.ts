@@ -14,7 +14,7 @@
 // request's, which was sent later, and stretch the deadline). etcd answers a
 // stream's requests in order, one answer per request.
 import { type Etcd3, type IDuplexStream, type ILeaseKeepAliveRequest, type ILeaseKeepAliveResponse } from 'etcd3';
-import { TimeoutError } from '../lib/time.ts';
+import { TimeoutError, withTimeout } from '../lib/time.ts';
 
 type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
 
@@ -30,17 +30,10 @@ export class LeaseKeepAlive {
   private stream: KeepAliveStream | undefined;
   private pending: Pending | undefined;
   private closed = false;
-  /** Streams opened so far (one per lease while etcd stays reachable). */
-  private opened = 0;
 
   constructor(etcd: Etcd3, leaseId: string) {
     this.etcd = etcd;
     this.leaseId = leaseId;
-  }
-
-  /** How many streams this lease has used: 1 unless one failed or timed out. */
-  get streamsOpened(): number {
-    return this.opened;
   }
 
   /**
@@ -76,25 +69,18 @@ export class LeaseKeepAlive {
     // No call deadline: the stream lives until close() or a failure. Opening
     // normally resolves at once; the timer bounds a client that cannot.
     const opening = this.etcd.leaseClient.leaseKeepAlive();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new TimeoutError('etcd keepalive stream', timeoutMs)), timeoutMs);
-    });
     let stream: KeepAliveStream;
     try {
-      stream = await Promise.race([opening, timedOut]);
+      stream = await withTimeout(opening, timeoutMs, 'etcd keepalive stream');
     } catch (err) {
       // A stream that opens after we gave up must not stay open.
       opening.then((late) => this.discard(late)).catch(() => undefined);
       throw err;
-    } finally {
-      clearTimeout(timer);
     }
     if (this.closed) {
       this.discard(stream);
       throw new Error(`the keepalive of lease ${this.leaseId} was closed`);
     }
-    this.opened++;
     this.stream = stream;
     stream.on('data', (res: ILeaseKeepAliveResponse) => {
       if (this.stream !== stream || !this.pending) return;
