@@ -6,10 +6,9 @@
 //   leader --(lease lost, local deadline, fenced, resign)--> standby
 // It never imports the operator: it works while the operator is down.
 import { randomUUID } from 'node:crypto';
-import { Etcd3, type Watcher } from 'etcd3';
 import { Redis } from 'ioredis';
 import type { AgentConfig } from './config.ts';
-import { LeaderElection, etcdFaultHandling, type ElectionEvent } from './election.ts';
+import { EtcdMirror, LeaderElection, type ElectionEvent } from './election.ts';
 import { MemberRegistry } from './registry.ts';
 import { decideCandidacy, MASTER_DOWN_STATE } from './candidacy.ts';
 import { OpLog } from './oplog.ts';
@@ -37,10 +36,10 @@ import {
   type SnapshotDescriptor,
 } from './types.ts';
 import { clusterId, etcdKeys, streamKeys, type EtcdKeys } from '../lib/keys.ts';
-import { ETCD_GRPC_OPTIONS } from '../lib/grpc-options.ts';
+import { EtcdError, EtcdHttpClient } from '../lib/etcd-http/client.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { sleep, waitFor, withTimeout } from '../lib/time.ts';
-import { credentialProblem, etcdCredentialOptions, loadStoreCredentials, redactUrl, redisCredentialOptions, urlHasPassword } from '../lib/storeclients.ts';
+import { credentialProblem, loadStoreCredentials, redactUrl, redisCredentialOptions, urlHasPassword } from '../lib/storeclients.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -48,6 +47,8 @@ export const AGENT_VERSION = '0.1.0';
 const HEAD_POLL_MS = 250;
 /** Bound on every single call to a store made outside a request. */
 const STORE_CALL_TIMEOUT_MS = 2000;
+/** While the switchover watch is broken, re-read the key this often (while it runs, every 30 s). */
+const SWITCHOVER_RESYNC_MS = 2000;
 /** A leader waits this long for a switchover target to catch up before giving up. */
 const SWITCHOVER_CATCHUP_TIMEOUT_MS = 10_000;
 /** How long a resolved-after-error append may take to find out whether it landed. */
@@ -66,7 +67,7 @@ export class Agent implements LocalApiBackend {
   readonly member: string;
   readonly config: AgentConfig;
   private readonly log: Logger;
-  private readonly etcd: Etcd3;
+  private readonly etcd: EtcdHttpClient;
   private readonly redis: Redis;
   private readonly keys: EtcdKeys;
   private readonly board: StatusBoard;
@@ -77,7 +78,7 @@ export class Agent implements LocalApiBackend {
   private readonly registry: MemberRegistry;
   private readonly election: LeaderElection;
   private api: LocalApiServer | undefined;
-  private switchoverWatcher: Watcher | undefined;
+  private switchoverMirror: EtcdMirror | undefined;
   private headTimer: NodeJS.Timeout | undefined;
   /** Aborted on close: ends streams, promotion waits and loops. */
   private readonly lifetime = new AbortController();
@@ -115,7 +116,7 @@ export class Agent implements LocalApiBackend {
     const sKeys = streamKeys(config.cluster);
     this.board = new StatusBoard(config.member);
     const credentials = loadStoreCredentials(config, config.redisPassword);
-    this.etcd = new Etcd3({ hosts: config.etcdEndpoints, dialTimeout: 3000, faultHandling: etcdFaultHandling(), ...etcdCredentialOptions(credentials.etcdTls), grpcOptions: ETCD_GRPC_OPTIONS });
+    this.etcd = new EtcdHttpClient({ endpoints: config.etcdEndpoints, ...(credentials.etcdTls ? { tls: credentials.etcdTls } : {}) });
     this.redis = new Redis(config.redisUrl, {
       ...redisCredentialOptions(config.redisUrl, credentials),
       lazyConnect: true,
@@ -213,22 +214,31 @@ export class Agent implements LocalApiBackend {
     const deadline = 30_000;
     const etcdWhere = `etcd at ${this.config.etcdEndpoints.join(',')} (--etcd)`;
     let tlsFailure = '';
-    await waitFor(
-      async () => {
-        if (tlsFailure) return true; // stop polling; reported below
-        try {
-          await withTimeout(this.etcd.get(this.keys.leader).string(), STORE_CALL_TIMEOUT_MS, 'etcd');
-          return true;
-        } catch (err) {
-          // Wrong certificates do not heal by waiting: stop and say which settings to fix.
-          if (credentialProblem(err) === 'tls') tlsFailure = (err as Error).message;
-          throw err;
-        }
-      },
-      { timeoutMs: deadline, intervalMs: 500, what: etcdWhere },
-    );
+    let lastError: unknown;
+    const gatewayHint = (): string => (isGatewayLoopbackFailure(lastError, this.config.etcdEndpoints) ? `; ${ETCD_GATEWAY_TLS_HINT}` : '');
+    try {
+      await waitFor(
+        async () => {
+          if (tlsFailure) return true; // stop polling; reported below
+          try {
+            await withTimeout(this.etcd.getString(this.keys.leader, STORE_CALL_TIMEOUT_MS), STORE_CALL_TIMEOUT_MS, 'etcd');
+            return true;
+          } catch (err) {
+            lastError = err;
+            // Wrong certificates do not heal by waiting: stop and say which settings to fix.
+            if (credentialProblem(err) === 'tls') tlsFailure = (err as Error).message;
+            throw err;
+          }
+        },
+        { timeoutMs: deadline, intervalMs: 500, what: etcdWhere },
+      );
+    } catch (err) {
+      const hint = gatewayHint();
+      if (hint) throw new StoreCredentialsError(`${etcdWhere}: ${(lastError as Error).message}${hint}`);
+      throw err;
+    }
     if (tlsFailure) {
-      throw new StoreCredentialsError(`${etcdWhere}: TLS failed (${tlsFailure}); check --etcd-ca-file, --etcd-cert-file and --etcd-key-file`);
+      throw new StoreCredentialsError(`${etcdWhere}: TLS failed (${tlsFailure}); check --etcd-ca-file, --etcd-cert-file and --etcd-key-file${gatewayHint()}`);
     }
     const redisWhere = `the stream server at ${redactUrl(this.config.redisUrl)} (--redis)`;
     try {
@@ -272,7 +282,7 @@ export class Agent implements LocalApiBackend {
 
   async health(): Promise<{ etcd: 'ok' | 'down'; stream: 'ok' | 'down' }> {
     const [etcd, stream] = await Promise.all([
-      withTimeout(this.etcd.get(this.keys.leader).string(), 1000, 'etcd').then(
+      withTimeout(this.etcd.getString(this.keys.leader, 1000), 1000, 'etcd').then(
         () => 'ok' as const,
         () => 'down' as const,
       ),
@@ -297,7 +307,7 @@ export class Agent implements LocalApiBackend {
     // Settled into a value: an early return below must not leave a rejection unhandled.
     const syncRead =
       this.config.replication === 'sync'
-        ? withTimeout(this.etcd.get(this.keys.sync).string(), STORE_CALL_TIMEOUT_MS, 'the sync record').then(
+        ? withTimeout(this.etcd.getString(this.keys.sync, STORE_CALL_TIMEOUT_MS), STORE_CALL_TIMEOUT_MS, 'the sync record').then(
             (raw) => ({ raw }),
             (err: Error) => ({ err }),
           )
@@ -757,7 +767,7 @@ export class Agent implements LocalApiBackend {
   // ---------------------------------------------------------------- planned switchover
 
   private async readSwitchover(): Promise<SwitchoverRequest | undefined> {
-    const raw = await withTimeout(this.etcd.get(this.keys.switchover).string(), STORE_CALL_TIMEOUT_MS, 'the switchover key');
+    const raw = await withTimeout(this.etcd.getString(this.keys.switchover, STORE_CALL_TIMEOUT_MS), STORE_CALL_TIMEOUT_MS, 'the switchover key');
     if (!raw) return undefined;
     try {
       const parsed = JSON.parse(raw) as SwitchoverRequest;
@@ -767,32 +777,33 @@ export class Agent implements LocalApiBackend {
     }
   }
 
+  /**
+   * Follows the switchover key: a request written before we started is found
+   * by the first read, later ones by the watch (re-opened by the mirror when
+   * it breaks). Only a change is acted on, never a re-read of the same request.
+   */
   private watchSwitchover(): void {
-    void this.etcd
-      .watch()
-      .key(this.keys.switchover)
-      .create()
-      .then((watcher) => {
-        if (this.closing) {
-          void watcher.cancel();
-          return;
+    const mirror = new EtcdMirror({
+      etcd: this.etcd,
+      range: { key: this.keys.switchover },
+      resyncMs: SWITCHOVER_RESYNC_MS,
+      quietWhileWatched: () => true,
+      callTimeoutMs: STORE_CALL_TIMEOUT_MS,
+      log: this.log,
+      onChange: (view, changed) => {
+        const kv = view.get(this.keys.switchover);
+        if (!changed || !kv) return;
+        try {
+          const request = JSON.parse(kv.value.toString()) as SwitchoverRequest;
+          if (typeof request.target !== 'string') throw new Error('no target');
+          void this.onSwitchoverRequest(request);
+        } catch {
+          this.log.warn({ value: kv.value.toString() }, 'ignoring a malformed switchover request');
         }
-        this.switchoverWatcher = watcher;
-        watcher.on('put', (kv) => {
-          try {
-            const request = JSON.parse(kv.value.toString()) as SwitchoverRequest;
-            void this.onSwitchoverRequest(request);
-          } catch {
-            this.log.warn({ value: kv.value.toString() }, 'ignoring a malformed switchover request');
-          }
-        });
-        watcher.on('error', (err: Error) => this.log.debug({ err: err.message }, 'switchover watch error; etcd3 reconnects it'));
-      })
-      .catch((err: Error) => this.log.warn({ err: err.message }, 'could not watch for switchover requests'));
-    // A request written before we started watching is picked up here.
-    void this.readSwitchover()
-      .then((request) => request && this.onSwitchoverRequest(request))
-      .catch(() => undefined);
+      },
+    });
+    this.switchoverMirror = mirror;
+    void mirror.start();
   }
 
   /**
@@ -815,7 +826,7 @@ export class Agent implements LocalApiBackend {
       const target = this.registry.members().find((m) => m.member === request.target);
       if (!target || target.role === 'leader') {
         log.warn({ members: this.registry.members().map((m) => m.member) }, 'switchover target is not a live standby; ignoring the request');
-        await this.etcd.delete().key(this.keys.switchover).exec().catch(() => undefined);
+        await this.etcd.delete({ key: this.keys.switchover }, STORE_CALL_TIMEOUT_MS).catch(() => undefined);
         return;
       }
       log.info('planned switchover: draining writes');
@@ -830,7 +841,7 @@ export class Agent implements LocalApiBackend {
       log.info({ headSeq, drainMs: Date.now() - started }, 'resigned for the planned switchover');
     } catch (err) {
       log.error({ err: (err as Error).message }, 'planned switchover aborted; still leading');
-      await this.etcd.delete().key(this.keys.switchover).exec().catch(() => undefined);
+      await this.etcd.delete({ key: this.keys.switchover }, STORE_CALL_TIMEOUT_MS).catch(() => undefined);
     } finally {
       this.draining = false;
       this.switchoverInProgress = false;
@@ -849,9 +860,13 @@ export class Agent implements LocalApiBackend {
       return;
     }
     await this.etcd
-      .if(this.keys.switchover, 'Value', '==', JSON.stringify(request))
-      .then(this.etcd.delete().key(this.keys.switchover))
-      .commit()
+      .txn(
+        {
+          compare: [{ key: this.keys.switchover, target: 'VALUE', result: 'EQUAL', value: Buffer.from(JSON.stringify(request)) }],
+          success: [{ delete: { key: this.keys.switchover } }],
+        },
+        STORE_CALL_TIMEOUT_MS,
+      )
       .catch(() => undefined);
   }
 
@@ -869,7 +884,7 @@ export class Agent implements LocalApiBackend {
   private async readiness(): Promise<ProbeResult> {
     if (this.closing) return { ok: false, detail: 'stopping' };
     const [member, stream] = await Promise.all([
-      withTimeout(this.etcd.get(this.keys.member(this.member)).string(), 800, 'etcd').then(
+      withTimeout(this.etcd.getString(this.keys.member(this.member), 800), 800, 'etcd').then(
         (v) => (v ? 'ok' : 'not registered'),
         (err: Error) => `etcd: ${err.message}`,
       ),
@@ -910,7 +925,7 @@ export class Agent implements LocalApiBackend {
     if (wasLeading) this.log.info('resigned leadership on shutdown');
     await step('closing the local API', () => this.api?.close());
     await step('closing the health endpoint', () => this.probes?.close());
-    await step('cancelling the switchover watch', () => this.switchoverWatcher?.cancel());
+    await step('cancelling the switchover watch', () => this.switchoverMirror?.stop());
     await step('leaving the member registry', () => this.registry.stop());
     await step('closing delete-event subscriptions', () => this.deletes.close());
     await step('closing the oplog', () => this.oplog.close());
@@ -919,6 +934,20 @@ export class Agent implements LocalApiBackend {
     this.log.info('agent stopped');
   }
 }
+
+/**
+ * etcd answered over TLS that it could not serve the call (gRPC UNAVAILABLE)
+ * on every try while the agent waited for it at start: on a healthy etcd
+ * that is its JSON gateway failing to reach etcd's own gRPC server.
+ */
+function isGatewayLoopbackFailure(err: unknown, endpoints: string[]): boolean {
+  return err instanceof EtcdError && err.code === 14 && endpoints.every((e) => e.startsWith('https://'));
+}
+
+const ETCD_GATEWAY_TLS_HINT =
+  "etcd answered, but its JSON gateway (which the agent uses) could not reach etcd's own gRPC server. With --trusted-ca-file or --client-cert-auth, " +
+  "etcd presents its serving certificate to itself as a client certificate, so that certificate must allow client authentication too " +
+  '(extendedKeyUsage serverAuth,clientAuth, as kubeadm makes them); see docs/election.md';
 
 /** The stores refused our credentials: retrying will not help. */
 class StoreCredentialsError extends Error {

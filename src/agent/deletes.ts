@@ -6,10 +6,10 @@
 // position. Subscribers watch the prefix from a revision and keep, per
 // subscription, the highest revision they have queued: a resumed watch starts
 // one past it and anything at or below it is dropped, so an outage neither
-// loses nor repeats an event. etcd3's own watch resumption is not used: it
-// resumes from the newest revision it has *heard of* (the header of the create
-// response, or of a catch-up batch capped at 1000 revisions), which can skip
-// events that were still being replayed when the stream broke.
+// loses nor repeats an event. The watch itself never resumes (see
+// src/lib/etcd-http/watch.ts): resuming from the newest revision a client has
+// *heard of* (a response header) could skip events that were still being
+// replayed when the stream broke.
 //
 // Retention: every event is written with a lease that is never renewed, so
 // etcd itself removes it between `retentionSeconds` and `retentionSeconds +
@@ -19,7 +19,9 @@
 // has to run a cleanup for the prefix to stay bounded. See
 // docs/deletes-and-metadata.md for the trade-offs.
 import { randomBytes } from 'node:crypto';
-import type { Etcd3, IWatchResponse, Watcher } from 'etcd3';
+import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
+import type { WatchResponse } from '../lib/etcd-http/types.ts';
+import { EtcdWatchCanceledError } from '../lib/etcd-http/watch.ts';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
 import { sleep, withTimeout } from '../lib/time.ts';
@@ -50,7 +52,6 @@ const MAX_RETENTION_SECONDS = 366 * 24 * 60 * 60;
 const DEFAULT_HEARTBEAT_MS = 1000;
 const DEFAULT_MAX_QUEUED = 10_000;
 const DEFAULT_CALL_TIMEOUT_MS = 5000;
-const CANCEL_TIMEOUT_MS = 2000;
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 2000;
 /** Revisions fit in 2^63; a binary search over them ends in at most this many probes. */
@@ -86,7 +87,7 @@ export function validateDeleteEvent(key: unknown, payload: unknown): { field: st
 }
 
 export interface DeleteEventsOptions {
-  etcd: Etcd3;
+  etcd: EtcdHttpClient;
   keys: EtcdKeys;
   log: Logger;
   /** Events are kept at least this long (default 24 h). A subscriber away longer must resync. */
@@ -105,7 +106,7 @@ interface BucketLease {
 }
 
 export class DeleteEvents {
-  private readonly etcd: Etcd3;
+  private readonly etcd: EtcdHttpClient;
   private readonly keys: EtcdKeys;
   private readonly log: Logger;
   readonly retentionSeconds: number;
@@ -158,7 +159,7 @@ export class DeleteEvents {
     for (let attempt = 1; ; attempt++) {
       const leaseId = await this.bucketLease(now);
       try {
-        const res = await withTimeout(this.etcd.put(name).value(value).lease(leaseId).exec(), this.callTimeoutMs, 'etcd to record a delete event');
+        const res = await this.etcd.put({ key: name, value, lease: leaseId }, this.callTimeoutMs);
         return { revision: Number(res.header.revision) };
       } catch (err) {
         // The bucket's lease ran out under us (a publisher paused for longer
@@ -230,9 +231,7 @@ export class DeleteEvents {
     // bucket starts and no event of the bucket is younger than its end, so
     // every event lives at least `retention` and at most `retention + bucket`.
     const ttl = this.retentionSeconds + this.bucketMs / 1000;
-    const lease = this.etcd.lease(ttl, { autoKeepAlive: false });
-    lease.on('lost', () => undefined); // a failed grant also rejects grant(), handled below
-    const id = withTimeout(lease.grant(), this.callTimeoutMs, 'etcd to grant a delete-event lease').finally(() => lease.release());
+    const id = this.etcd.leaseGrant(ttl, this.callTimeoutMs).then((res) => res.ID);
     const entry: BucketLease = { bucket, id };
     this.lease = entry;
     id.then(
@@ -247,14 +246,13 @@ export class DeleteEvents {
 
 function isLeaseGone(err: unknown): boolean {
   const e = err as Error | undefined;
-  return e?.name === 'EtcdLeaseInvalidError' || /lease not found/i.test(e?.message ?? '');
+  return e?.name === 'EtcdLeaseNotFoundError' || /lease not found/i.test(e?.message ?? '');
 }
 
 type WatchOutcome =
   | { kind: 'overflow' }
   | { kind: 'disconnected'; err: Error }
   | { kind: 'canceled'; err: Error }
-  | { kind: 'ended' }
   | { kind: 'aborted' };
 
 /**
@@ -263,7 +261,7 @@ type WatchOutcome =
  * the buffer through items().
  */
 class Subscription {
-  private readonly etcd: Etcd3;
+  private readonly etcd: EtcdHttpClient;
   private readonly prefix: string;
   private readonly log: Logger;
   private readonly fromRevision: number | undefined;
@@ -283,7 +281,7 @@ class Subscription {
   private loop: Promise<void> | undefined;
 
   constructor(opts: {
-    etcd: Etcd3;
+    etcd: EtcdHttpClient;
     prefix: string;
     log: Logger;
     fromRevision: number | undefined;
@@ -389,7 +387,9 @@ class Subscription {
         });
         if (outcome.kind === 'aborted' || outcome.kind === 'overflow') continue;
         if (outcome.kind === 'canceled') {
-          const compactRevision = await this.compactedSince(this.through + 1);
+          // etcd names the oldest revision it still has; ask it when it did not.
+          const named = outcome.err instanceof EtcdWatchCanceledError ? Number(outcome.err.compactRevision) : 0;
+          const compactRevision = named > 0 ? named : await this.compactedSince(this.through + 1);
           if (compactRevision !== undefined) {
             this.log.warn({ fromRevision: this.through + 1, compactRevision }, 'delete events were compacted away; the subscriber must resync');
             this.queue.push({ type: 'compacted', compactRevision });
@@ -413,7 +413,7 @@ class Subscription {
   }
 
   private async currentRevision(): Promise<number> {
-    const res = await this.call(this.etcd.get(this.prefix).exec(), 'etcd to tell its revision');
+    const res = await this.call(this.etcd.range({ key: this.prefix }, this.callTimeoutMs), 'etcd to tell its revision');
     return Number(res.header.revision);
   }
 
@@ -433,9 +433,7 @@ class Subscription {
 
   /** Opens one watcher from `start` and resolves when it stops being useful; the watcher is cancelled before resolving. */
   private async watchOnce(start: number, onConnected: (start: number) => void): Promise<WatchOutcome> {
-    // watcher() rather than create(): create() cannot be bounded, as it only
-    // settles once etcd answers, and leaves no handle to cancel it with.
-    const watcher = this.etcd.watch().prefix(this.prefix).startRevision(String(start)).watcher();
+    const watcher = this.etcd.watch({ key: this.prefix, prefix: true, startRevision: start }, { connectTimeoutMs: this.callTimeoutMs });
     let done = false;
     const outcome = await new Promise<WatchOutcome>((resolve) => {
       const finish = (o: WatchOutcome): void => {
@@ -445,32 +443,29 @@ class Subscription {
         resolve(o);
       };
       const onAbort = (): void => finish({ kind: 'aborted' });
-      // Listeners stay attached after finish (guarded by `done`): an emitter
-      // without an 'error' listener would throw.
+      // Listeners stay attached after finish, guarded by `done`.
       watcher.on('connected', () => {
         if (done) return;
         this.log.debug({ start }, 'delete-event watch connected');
         onConnected(start);
       });
-      watcher.on('data', (res: IWatchResponse) => {
+      watcher.on('data', (res: WatchResponse) => {
         if (done) return;
         this.accept(res);
         if (this.queue.length >= this.maxQueued) finish({ kind: 'overflow' });
       });
       watcher.on('disconnected', (err: Error) => finish({ kind: 'disconnected', err }));
-      watcher.on('error', (err: Error) => finish({ kind: 'canceled', err }));
-      watcher.on('end', () => finish({ kind: 'ended' }));
+      watcher.on('canceled', (err: Error) => finish({ kind: 'canceled', err }));
       if (this.signal.aborted) finish({ kind: 'aborted' });
       else this.signal.addEventListener('abort', onAbort, { once: true });
     });
-    // etcd already dropped a watcher it cancelled (and etcd3 forgot it); a
-    // cancel request for it would never be answered.
-    if (outcome.kind !== 'canceled' && outcome.kind !== 'ended') await cancelWatcher(watcher, this.log);
+    // Ends the stream and its connection; a no-op when the watch already ended.
+    watcher.cancel();
     return outcome;
   }
 
   /** Queues the events of one watch response that are past `through`. */
-  private accept(res: IWatchResponse): void {
+  private accept(res: WatchResponse): void {
     const before = this.through ?? 0;
     let through = before;
     for (const ev of res.events) {
@@ -478,7 +473,7 @@ class Subscription {
       if (revision <= before) continue; // already queued before a resume
       through = Math.max(through, revision);
       // Deletes under the prefix are retention leases expiring: not news.
-      if (ev.type !== 'Put') continue;
+      if (ev.type !== 'put') continue;
       const event = parseEvent(ev.kv.value, revision);
       if (event) this.queue.push({ type: 'delete', ...event });
       else this.log.warn({ etcdKey: ev.kv.key.toString(), revision }, 'skipping a malformed delete event');
@@ -493,13 +488,13 @@ class Subscription {
 
   /**
    * The lowest revision etcd still has when `revision` was compacted away,
-   * else undefined. etcd3 drops the compact revision from a cancelled watch,
-   * so it is found by probing reads at past revisions (bounded binary search).
+   * else undefined, for a cancelled watch that did not name it: found by
+   * probing reads at past revisions (bounded binary search).
    */
   private async compactedSince(revision: number): Promise<number | undefined> {
     const probe = async (rev: number): Promise<'ok' | 'compacted'> => {
       try {
-        await this.call(this.etcd.get(this.prefix).revision(rev).exec(), 'etcd to read at a past revision');
+        await this.call(this.etcd.range({ key: this.prefix, revision: rev }, this.callTimeoutMs), 'etcd to read at a past revision');
         return 'ok';
       } catch (err) {
         if (/compacted/i.test((err as Error).message)) return 'compacted';
@@ -516,15 +511,6 @@ class Subscription {
       else low = mid + 1;
     }
     return low;
-  }
-}
-
-async function cancelWatcher(watcher: Watcher, log: Logger): Promise<void> {
-  try {
-    await withTimeout(watcher.cancel(), CANCEL_TIMEOUT_MS, 'etcd to cancel a delete-event watch');
-  } catch (err) {
-    // Its events are ignored from here on; the client's close() releases it.
-    log.debug({ err: (err as Error).message }, 'could not cancel a delete-event watch');
   }
 }
 

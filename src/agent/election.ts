@@ -11,9 +11,11 @@
 // unreachable and nothing else tells it so.
 //
 // This file also holds the small etcd pieces registry.ts shares: lease calls
-// with deadlines, EtcdMirror (a watched view of a key or prefix that survives
-// watch errors and reconnects), and etcdFaultHandling() for the client.
-import { EtcdLeaseInvalidError, isRecoverableError, type Etcd3, type IKeyValue, type IOptions, type IRangeResponse, type Watcher } from 'etcd3';
+// with deadlines, and EtcdMirror (a watched view of a key or prefix that
+// survives broken and cancelled watches).
+import { EtcdLeaseNotFoundError, type EtcdHttpClient } from '../lib/etcd-http/client.ts';
+import type { KeyValue, RangeResponse } from '../lib/etcd-http/types.ts';
+import type { EtcdWatch } from '../lib/etcd-http/watch.ts';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
 import { sleep, withTimeout } from '../lib/time.ts';
@@ -33,65 +35,19 @@ export function monotonicMs(): number {
   return performance.now();
 }
 
-function deadlineIn(ms: number): { deadline: Date } {
-  return { deadline: new Date(Date.now() + ms) };
-}
-
-export async function grantLease(etcd: Etcd3, ttlSeconds: number, timeoutMs: number): Promise<GrantedLease> {
-  const res = await withTimeout(etcd.leaseClient.leaseGrant({ TTL: ttlSeconds }, deadlineIn(timeoutMs)), timeoutMs + 100, 'etcd lease grant');
-  if (res.error) throw new Error(`etcd refused the lease: ${res.error}`);
+export async function grantLease(etcd: EtcdHttpClient, ttlSeconds: number, timeoutMs: number): Promise<GrantedLease> {
+  const res = await etcd.leaseGrant(ttlSeconds, timeoutMs);
   return { id: res.ID, ttlMs: Number(res.TTL) * 1000 };
 }
 
 /** Revokes a lease (its keys vanish at once). An unknown lease counts as revoked. */
-export async function revokeLease(etcd: Etcd3, leaseId: string, timeoutMs: number): Promise<void> {
+export async function revokeLease(etcd: EtcdHttpClient, leaseId: string, timeoutMs: number): Promise<void> {
   try {
-    await withTimeout(etcd.leaseClient.leaseRevoke({ ID: leaseId }, deadlineIn(timeoutMs)), timeoutMs + 100, 'etcd lease revoke');
+    await etcd.leaseRevoke(leaseId, timeoutMs);
   } catch (err) {
-    if (err instanceof EtcdLeaseInvalidError) return;
+    if (err instanceof EtcdLeaseNotFoundError) return;
     throw err;
   }
-}
-
-// ------------------------------------------------------------ client settings
-
-type FaultHandling = NonNullable<IOptions['faultHandling']>;
-type FaultPolicy = NonNullable<FaultHandling['global']>;
-
-/**
- * Fault handling for an Etcd3 client that runs an election:
- * `new Etcd3({ hosts, faultHandling: etcdFaultHandling() })`.
- *
- * etcd3's default puts a circuit breaker on each host that, after three
- * consecutive failures (any call: reads, keepalives, watches), refuses every
- * call for 5 s. A leader whose etcd hiccups for ~2-3 s then cannot renew
- * even after etcd is back, demotes at its local deadline, and the cluster
- * cannot elect anyone until the breaker closes: a short blip becomes a
- * failover plus seconds without a leader. Every call here already carries
- * its own deadline and its own retry loop, so the breaker only hurts. This
- * keeps etcd3's retry on another host (useful with several endpoints; each
- * call's deadline still bounds it) and reconnects watches every 500 ms.
- */
-export function etcdFaultHandling(opts: { attempts?: number; watchReconnectMs?: number } = {}): FaultHandling {
-  const attempts = opts.attempts ?? 3;
-  const noEvent = (): { dispose(): void } => ({ dispose: () => undefined });
-  const policy = (retries: number): FaultPolicy =>
-    ({
-      onSuccess: noEvent,
-      onFailure: noEvent,
-      async execute<T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
-        const context = { signal: signal ?? new AbortController().signal };
-        for (let attempt = 1; ; attempt++) {
-          try {
-            return await fn(context);
-          } catch (err) {
-            if (attempt >= retries || !(err instanceof Error) || !isRecoverableError(err)) throw err;
-          }
-        }
-      },
-    }) as unknown as FaultPolicy;
-  const backoff = { duration: opts.watchReconnectMs ?? 500, next: () => backoff };
-  return { host: () => policy(1), global: policy(attempts), watchBackoff: backoff };
 }
 
 // ------------------------------------------------------------ watched view
@@ -104,7 +60,7 @@ const WATCH_RETRY_MS = 300;
 const WATCHED_RESYNC_MS = 30_000;
 
 export interface EtcdMirrorOptions {
-  etcd: Etcd3;
+  etcd: EtcdHttpClient;
   range: EtcdRange;
   /** Full re-read this often: the backstop against a watch that stalls or is slow to reconnect. */
   resyncMs: number;
@@ -120,24 +76,24 @@ export interface EtcdMirrorOptions {
    * successful re-read (changed tells whether anything differed). `revision`
    * is the etcd revision the view reflects.
    */
-  onChange(view: ReadonlyMap<string, IKeyValue>, changed: boolean, revision: number): void;
+  onChange(view: ReadonlyMap<string, KeyValue>, changed: boolean, revision: number): void;
 }
 
 /**
  * A local copy of a key or prefix, kept current by a watch and by periodic
  * re-reads. Every observation carries an etcd revision and an older
  * observation never overwrites a newer one, so a slow read cannot resurrect a
- * deleted key. etcd3's watcher reconnects by itself (with a backoff that can
- * grow to many seconds); after a reconnect and after a watch error the whole
- * range is re-read, and the periodic re-read bounds how stale the view can be.
+ * deleted key. A watch that breaks or that etcd cancels is dropped; a re-read
+ * shortly after opens the next one from the revision it read, and the
+ * periodic re-read bounds how stale the view can be meanwhile.
  */
 export class EtcdMirror {
   private readonly opts: EtcdMirrorOptions;
-  private view = new Map<string, IKeyValue>();
+  private view = new Map<string, KeyValue>();
   /** Revision of the newest observation applied. */
   private revision = 0;
   private loadedOnce = false;
-  private watcher: Watcher | undefined;
+  private watcher: EtcdWatch | undefined;
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private inflight: Promise<void> | undefined;
@@ -157,7 +113,7 @@ export class EtcdMirror {
     return this.loadedOnce;
   }
 
-  get current(): ReadonlyMap<string, IKeyValue> {
+  get current(): ReadonlyMap<string, KeyValue> {
     return this.view;
   }
 
@@ -175,12 +131,12 @@ export class EtcdMirror {
    * skipped (when the owner allows): it would find nothing the watch has not
    * delivered. The watch starts at the revision right after a read, etcd
    * delivers a watch's events in order and without gaps, and every way a
-   * watch can lose events is reported and repaired with a re-read: a broken
-   * stream ('disconnected', then a re-read on 'connected'), a cancelled watch
-   * (compaction: 'error', then a fresh read and watch). Observations carry
-   * revisions, so the view stays as correct as with the re-read, only
-   * without the cost of a read every period. A re-read every 30 s stays as
-   * a backstop against a stall nobody reports.
+   * watch can lose events ends it and is repaired with a re-read that opens
+   * the next one: a broken stream ('disconnected'), a cancelled watch
+   * (compaction: 'canceled'). Observations carry revisions, so the view stays
+   * as correct as with the re-read, only without the cost of a read every
+   * period. A re-read every 30 s stays as a backstop against a stall nobody
+   * reports.
    */
   private periodicReadNeeded(): boolean {
     if (!this.watchConnected || !this.opts.quietWhileWatched?.()) return true;
@@ -207,10 +163,9 @@ export class EtcdMirror {
 
   private async readRange(): Promise<void> {
     const { etcd, range, callTimeoutMs } = this.opts;
-    let res: IRangeResponse;
+    let res: RangeResponse;
     try {
-      const builder = 'key' in range ? etcd.get(range.key) : etcd.getAll().prefix(range.prefix);
-      res = await withTimeout(builder.options(deadlineIn(callTimeoutMs)).exec(), callTimeoutMs + 100, 'etcd range read');
+      res = await etcd.range('key' in range ? { key: range.key } : { key: range.prefix, prefix: true }, callTimeoutMs);
     } catch (err) {
       const message = (err as Error).message;
       if (message !== this.lastError) this.opts.log.debug({ err: message }, 'etcd read failed; retrying');
@@ -233,48 +188,40 @@ export class EtcdMirror {
 
   private openWatch(fromRevision: number): void {
     const { etcd, range, log } = this.opts;
-    const builder = etcd.watch();
-    if ('key' in range) builder.key(range.key);
-    else builder.prefix(range.prefix);
-    // watcher() attaches at once and hands back the object, so stop() can
-    // always cancel it, even when etcd is unreachable and it never connects.
-    const watcher = builder.startRevision(String(fromRevision)).watcher();
+    const watcher = etcd.watch({ ...('key' in range ? { key: range.key } : { key: range.prefix, prefix: true }), startRevision: fromRevision }, { connectTimeoutMs: this.opts.callTimeoutMs });
     this.watcher = watcher;
     this.watchConnected = false;
-    let disconnected = false;
     watcher.on('put', (kv) => this.applyEvent(kv, false));
     watcher.on('delete', (kv) => this.applyEvent(kv, true));
-    watcher.on('disconnected', (err: Error) => {
-      disconnected = true;
-      if (this.watcher === watcher) this.watchConnected = false;
-      log.debug({ err: err.message }, 'etcd watch disconnected; reconnecting');
-    });
     watcher.on('connected', () => {
       if (this.watcher === watcher) this.watchConnected = true;
-      if (!disconnected) return;
-      disconnected = false;
-      // Events were replayed from the last revision, but a read costs little
-      // and also covers a reconnect after compaction.
-      void this.resync();
     });
-    watcher.on('error', (err: Error) => {
-      // The server cancelled the watch (e.g. compacted past our revision):
-      // drop it; a re-read shortly after opens a fresh one from a current
-      // revision. The pause keeps a watch that fails at once from spinning.
+    // Either way the watch is over: drop it; a re-read shortly after opens a
+    // fresh one from the revision it read (after a compaction, a current
+    // one). The pause keeps a watch that fails at once from spinning.
+    watcher.on('disconnected', (err) => {
+      log.debug({ err: err.message }, 'etcd watch broke; re-reading and watching again');
+      this.replaceWatch(watcher);
+    });
+    watcher.on('canceled', (err) => {
       log.warn({ err: err.message }, 'etcd watch cancelled; re-reading and watching again');
-      if (this.watcher !== watcher) return;
-      this.watchConnected = false;
-      void this.dropWatch().then(() => {
-        if (this.stopped || this.retryTimer) return;
-        this.retryTimer = setTimeout(() => {
-          this.retryTimer = undefined;
-          void this.resync();
-        }, WATCH_RETRY_MS);
-      });
+      this.replaceWatch(watcher);
     });
   }
 
-  private applyEvent(kv: IKeyValue, deleted: boolean): void {
+  private replaceWatch(watcher: EtcdWatch): void {
+    if (this.watcher !== watcher) return;
+    this.watchConnected = false;
+    void this.dropWatch().then(() => {
+      if (this.stopped || this.retryTimer) return;
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        void this.resync();
+      }, WATCH_RETRY_MS);
+    });
+  }
+
+  private applyEvent(kv: KeyValue, deleted: boolean): void {
     if (this.stopped) return;
     const revision = Number(kv.mod_revision);
     if (revision < this.revision) return; // already covered by a newer read
@@ -299,12 +246,12 @@ export class EtcdMirror {
     this.watcher = undefined;
     this.watchConnected = false;
     watcher.removeAllListeners();
-    watcher.on('error', () => undefined); // a late 'error' must not go unhandled
-    await withTimeout(watcher.cancel(), 1000, 'etcd watch cancel').catch(() => undefined);
+    watcher.cancel();
+    await Promise.resolve();
   }
 }
 
-function sameView(a: ReadonlyMap<string, IKeyValue>, b: ReadonlyMap<string, IKeyValue>): boolean {
+function sameView(a: ReadonlyMap<string, KeyValue>, b: ReadonlyMap<string, KeyValue>): boolean {
   if (a.size !== b.size) return false;
   for (const [key, kv] of a) {
     const other = b.get(key);
@@ -322,7 +269,7 @@ export interface CandidacyAnswer {
 }
 
 export interface ElectionOptions {
-  etcd: Etcd3;
+  etcd: EtcdHttpClient;
   keys: EtcdKeys;
   member: string;
   /** host:port where clients reach this member's master; published in the leader record. */
@@ -490,7 +437,7 @@ export class LeaderElection {
 
   // ---------------------------------------------------------- observing the key
 
-  private onLeaderKey(kv: IKeyValue | undefined, revision: number): void {
+  private onLeaderKey(kv: KeyValue | undefined, revision: number): void {
     if (this.phase !== 'running') return;
     const term = this.term;
     // A read answered from before our winning transaction (its reply can
@@ -525,7 +472,7 @@ export class LeaderElection {
    * a term we already gave up. Nobody else writes our name, so revoking its
    * lease is safe, and it spares the cluster a full TTL without a leader.
    */
-  private revokeIfStaleOwnKey(kv: IKeyValue): void {
+  private revokeIfStaleOwnKey(kv: KeyValue): void {
     const record = this.observed?.record;
     if (!record || record.member !== this.opts.member) return;
     if (this.term || this.campaignTask || this.ownLeases.has(kv.lease) || kv.lease === '0') return;
@@ -639,14 +586,12 @@ export class LeaderElection {
     let succeeded: boolean;
     let epoch: number;
     try {
-      const res = await withTimeout(
-        etcd
-          .if(keys.leader, 'Create', '==', 0)
-          .then(etcd.put(keys.leader).value(JSON.stringify(provisional)).lease(lease.id))
-          .options(deadlineIn(this.callTimeoutMs))
-          .commit(),
-        this.callTimeoutMs + 100,
-        'the campaign transaction',
+      const res = await etcd.txn(
+        {
+          compare: [{ key: keys.leader, target: 'CREATE', result: 'EQUAL', value: 0 }],
+          success: [{ put: { key: keys.leader, value: JSON.stringify(provisional), lease: lease.id } }],
+        },
+        this.callTimeoutMs,
       );
       succeeded = res.succeeded;
       // The txn holds one put, so the key's create revision is the txn's revision.
@@ -697,14 +642,12 @@ export class LeaderElection {
   private async publishEpoch(term: Term): Promise<void> {
     const { etcd, keys } = this.opts;
     try {
-      await withTimeout(
-        etcd
-          .if(keys.leader, 'Create', '==', term.epoch)
-          .then(etcd.put(keys.leader).value(JSON.stringify(term.record)).lease(term.leaseId))
-          .options(deadlineIn(this.callTimeoutMs))
-          .commit(),
-        this.callTimeoutMs + 100,
-        'publishing the epoch in the leader record',
+      await etcd.txn(
+        {
+          compare: [{ key: keys.leader, target: 'CREATE', result: 'EQUAL', value: term.epoch }],
+          success: [{ put: { key: keys.leader, value: JSON.stringify(term.record), lease: term.leaseId } }],
+        },
+        this.callTimeoutMs,
       );
     } catch (err) {
       term.log.debug({ err: (err as Error).message }, 'could not publish the epoch in the leader record (readers use the create revision)');
@@ -743,7 +686,7 @@ export class LeaderElection {
       this.scheduleDeadline(term);
     } catch (err) {
       if (this.term !== term) return;
-      if (err instanceof EtcdLeaseInvalidError) {
+      if (err instanceof EtcdLeaseNotFoundError) {
         term.log.warn('etcd reports the leader lease unknown');
         this.endTerm('lease-lost');
         void this.abandonLease(term.leaseId, term.log);
@@ -876,7 +819,7 @@ export class LeaderElection {
  * revision (the value's own epoch may still read 0 right after an election).
  * A key that does not parse still names a leader: someone holds it.
  */
-export function parseLeaderRecord(kv: IKeyValue, log?: Logger): LeaderRecord {
+export function parseLeaderRecord(kv: KeyValue, log?: Logger): LeaderRecord {
   const epoch = Number(kv.create_revision);
   try {
     const raw = JSON.parse(kv.value.toString()) as Partial<LeaderRecord>;

@@ -4,7 +4,7 @@
 // somebody else wrote in between. etcd evaluates the comparison and the write
 // in one transaction, so of two writers racing on the same revision exactly
 // one wins.
-import type { Etcd3 } from 'etcd3';
+import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
 import { withTimeout } from '../lib/time.ts';
@@ -50,12 +50,12 @@ export type MetaPutResult = { ok: true; modRevision: number } | { ok: false; cur
 export type MetaDeleteResult = 'deleted' | 'absent' | { conflict: number };
 
 export class MetadataStore {
-  private readonly etcd: Etcd3;
+  private readonly etcd: EtcdHttpClient;
   private readonly keys: EtcdKeys;
   private readonly log: Logger;
   private readonly callTimeoutMs: number;
 
-  constructor(opts: { etcd: Etcd3; keys: EtcdKeys; log: Logger; callTimeoutMs?: number }) {
+  constructor(opts: { etcd: EtcdHttpClient; keys: EtcdKeys; log: Logger; callTimeoutMs?: number }) {
     this.etcd = opts.etcd;
     this.keys = opts.keys;
     this.log = opts.log.child({ module: 'metadata' });
@@ -64,7 +64,7 @@ export class MetadataStore {
 
   async get(key: string): Promise<MetaEntry | undefined> {
     checkKey(key);
-    const res = await this.bounded(this.etcd.get(this.keys.meta(key)).exec(), `reading metadata ${key}`);
+    const res = await this.bounded(this.etcd.range({ key: this.keys.meta(key) }, this.callTimeoutMs), `reading metadata ${key}`);
     const kv = res.kvs[0];
     if (!kv) return undefined;
     return { key, value: kv.value.toString('utf8'), modRevision: Number(kv.mod_revision), version: Number(kv.version) };
@@ -85,15 +85,18 @@ export class MetadataStore {
     checkExpected(expectedModRevision);
     const etcdKey = this.keys.meta(key);
     if (expectedModRevision === undefined) {
-      const res = await this.bounded(this.etcd.put(etcdKey).value(value).exec(), `writing metadata ${key}`);
+      const res = await this.bounded(this.etcd.put({ key: etcdKey, value }, this.callTimeoutMs), `writing metadata ${key}`);
       return { ok: true, modRevision: Number(res.header.revision) };
     }
     const res = await this.bounded(
-      this.etcd
-        .if(etcdKey, 'Mod', '==', expectedModRevision)
-        .then(this.etcd.put(etcdKey).value(value))
-        .else(this.etcd.get(etcdKey))
-        .commit(),
+      this.etcd.txn(
+        {
+          compare: [{ key: etcdKey, target: 'MOD', result: 'EQUAL', value: expectedModRevision }],
+          success: [{ put: { key: etcdKey, value } }],
+          failure: [{ range: { key: etcdKey } }],
+        },
+        this.callTimeoutMs,
+      ),
       `writing metadata ${key}`,
     );
     if (res.succeeded) return { ok: true, modRevision: Number(res.header.revision) };
@@ -112,15 +115,18 @@ export class MetadataStore {
     checkExpected(expectedModRevision);
     const etcdKey = this.keys.meta(key);
     if (expectedModRevision === undefined) {
-      const res = await this.bounded(this.etcd.delete().key(etcdKey).exec(), `deleting metadata ${key}`);
+      const res = await this.bounded(this.etcd.delete({ key: etcdKey }, this.callTimeoutMs), `deleting metadata ${key}`);
       return Number(res.deleted) > 0 ? 'deleted' : 'absent';
     }
     const res = await this.bounded(
-      this.etcd
-        .if(etcdKey, 'Mod', '==', expectedModRevision)
-        .then(this.etcd.delete().key(etcdKey))
-        .else(this.etcd.get(etcdKey))
-        .commit(),
+      this.etcd.txn(
+        {
+          compare: [{ key: etcdKey, target: 'MOD', result: 'EQUAL', value: expectedModRevision }],
+          success: [{ delete: { key: etcdKey } }],
+          failure: [{ range: { key: etcdKey } }],
+        },
+        this.callTimeoutMs,
+      ),
       `deleting metadata ${key}`,
     );
     if (res.succeeded) {
@@ -145,7 +151,7 @@ export class MetadataStore {
     }
     const base = this.keys.metaPrefix;
     const res = await this.bounded(
-      this.etcd.getAll().prefix(base + prefix).sort('Key', 'Ascend').limit(limit).exec(),
+      this.etcd.range({ key: base + prefix, prefix: true, sort: { target: 'KEY', order: 'ASCEND' }, limit }, this.callTimeoutMs),
       `listing metadata under ${JSON.stringify(prefix)}`,
     );
     return res.kvs.map((kv) => ({

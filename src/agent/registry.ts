@@ -7,16 +7,17 @@
 // Writes are prompt but coalesced: a change is written at most
 // minWriteIntervalMs after the previous write, and the status is rewritten at
 // least every heartbeatMs (lastHeartbeat advances) even without a change.
-import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue } from 'etcd3';
+import { EtcdLeaseNotFoundError, type EtcdHttpClient } from '../lib/etcd-http/client.ts';
+import type { KeyValue } from '../lib/etcd-http/types.ts';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
-import { sleep, withTimeout } from '../lib/time.ts';
+import { sleep } from '../lib/time.ts';
 import { EtcdMirror, grantLease, monotonicMs, revokeLease } from './election.ts';
 import { LeaseKeepAlive } from './lease-keepalive.ts';
 import type { MemberStatus } from './types.ts';
 
 export interface RegistryOptions {
-  etcd: Etcd3;
+  etcd: EtcdHttpClient;
   keys: EtcdKeys;
   member: string;
   /** Agent version, published in the status. */
@@ -218,14 +219,10 @@ export class MemberRegistry {
       this.status = { ...this.status, lastHeartbeat: new Date().toISOString() };
       const startedAt = monotonicMs();
       try {
-        await withTimeout(
-          this.opts.etcd.put(this.key).value(JSON.stringify(this.status)).lease(lease.id).options({ deadline: new Date(Date.now() + this.callTimeoutMs) }).exec(),
-          this.callTimeoutMs + 100,
-          'writing the member status',
-        );
+        await this.opts.etcd.put({ key: this.key, value: JSON.stringify(this.status), lease: lease.id }, this.callTimeoutMs);
       } catch (err) {
         this.dirty = true;
-        if (err instanceof EtcdLeaseInvalidError) this.dropLease('etcd no longer knows the member lease');
+        if (err instanceof EtcdLeaseNotFoundError) this.dropLease('etcd no longer knows the member lease');
         throw err;
       }
       this.lastWriteAt = startedAt;
@@ -268,7 +265,7 @@ export class MemberRegistry {
       }
       lease.lastRenewSent = now;
     } catch (err) {
-      if (err instanceof EtcdLeaseInvalidError) {
+      if (err instanceof EtcdLeaseNotFoundError) {
         this.dropLease('etcd no longer knows the member lease');
         return;
       }
@@ -301,7 +298,7 @@ export class MemberRegistry {
 }
 
 /** A member's published status, or undefined for a key that does not parse. */
-export function parseMemberStatus(kv: IKeyValue, membersPrefix: string): MemberStatus | undefined {
+export function parseMemberStatus(kv: KeyValue, membersPrefix: string): MemberStatus | undefined {
   try {
     const raw = JSON.parse(kv.value.toString()) as Partial<MemberStatus>;
     const member = typeof raw.member === 'string' && raw.member ? raw.member : kv.key.toString().slice(membersPrefix.length);

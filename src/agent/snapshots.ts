@@ -10,7 +10,7 @@
 // longer kept are deleted. A crash between steps leaves at most unreferenced
 // chunks, never a dangling descriptor.
 import { randomBytes } from 'node:crypto';
-import type { Etcd3 } from 'etcd3';
+import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
 import type { Redis } from 'ioredis';
 import { crc32c } from '../lib/crc32c.ts';
 import type { EtcdKeys, StreamKeys } from '../lib/keys.ts';
@@ -26,7 +26,7 @@ const PUBLISH_ATTEMPTS = 3;
 
 export interface SnapshotStoreOptions {
   redis: Redis;
-  etcd: Etcd3;
+  etcd: EtcdHttpClient;
   streamKeys: StreamKeys;
   etcdKeys: EtcdKeys;
   /** Snapshots kept; the log is trimmed before the oldest of them. */
@@ -49,7 +49,7 @@ interface DescriptorList {
 
 export class SnapshotStore {
   private readonly redis: Redis;
-  private readonly etcd: Etcd3;
+  private readonly etcd: EtcdHttpClient;
   private readonly sKeys: StreamKeys;
   private readonly eKeys: EtcdKeys;
   private readonly keep: number;
@@ -96,7 +96,7 @@ export class SnapshotStore {
 
   /** The kept snapshots, oldest first. */
   async list(): Promise<SnapshotDescriptor[]> {
-    const raw = await this.etcd.get(this.eKeys.snapshot).string();
+    const raw = (await this.etcd.range({ key: this.eKeys.snapshot })).kvs[0]?.value.toString();
     return parseList(raw).snapshots;
   }
 
@@ -149,22 +149,24 @@ export class SnapshotStore {
   /** Adds the descriptor to the kept list, guarded by leadership; drops the oldest beyond `keep`. */
   private async publish(d: SnapshotDescriptor, epoch: number): Promise<{ kept: SnapshotDescriptor[]; dropped: SnapshotDescriptor[] }> {
     for (let attempt = 1; attempt <= PUBLISH_ATTEMPTS; attempt++) {
-      const current = await this.etcd.get(this.eKeys.snapshot).exec();
+      const current = await this.etcd.range({ key: this.eKeys.snapshot });
       const kv = current.kvs[0];
       const all = [...parseList(kv?.value.toString()).snapshots, d].sort((a, b) => a.seq - b.seq);
       const kept = all.slice(-this.keep);
       const dropped = all.slice(0, all.length - kept.length);
       const value = JSON.stringify({ snapshots: kept } satisfies DescriptorList);
-      const result = await this.etcd
-        .if(this.eKeys.leader, 'Create', '==', epoch)
-        .and(this.eKeys.snapshot, 'Mod', '==', kv ? Number(kv.mod_revision) : 0)
-        .then(this.etcd.put(this.eKeys.snapshot).value(value))
-        .commit();
+      const result = await this.etcd.txn({
+        compare: [
+          { key: this.eKeys.leader, target: 'CREATE', result: 'EQUAL', value: epoch },
+          { key: this.eKeys.snapshot, target: 'MOD', result: 'EQUAL', value: kv ? Number(kv.mod_revision) : 0 },
+        ],
+        success: [{ put: { key: this.eKeys.snapshot, value } }],
+      });
       if (result.succeeded) {
         if (!kept.includes(d)) this.log.warn({ seq: d.seq }, 'the new snapshot is older than every kept one; it was dropped at once');
         return { kept, dropped };
       }
-      const leader = await this.etcd.get(this.eKeys.leader).exec();
+      const leader = await this.etcd.range({ key: this.eKeys.leader });
       if (Number(leader.kvs[0]?.create_revision ?? 0) !== epoch) throw new NotLeaderError(undefined);
     }
     throw new Error(`could not publish snapshot ${d.id}: the descriptor list kept changing under ${PUBLISH_ATTEMPTS} attempts`);

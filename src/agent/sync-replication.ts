@@ -20,7 +20,7 @@
 //   chose. While degraded, writes wait for a set being formed (the way back to
 //   sync); a write that times out there aborts the attempt.
 // Every wait is bounded by syncTimeoutMs; every timer is cleared on stop().
-import type { Etcd3 } from 'etcd3';
+import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
 import type { Redis } from 'ioredis';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
@@ -42,7 +42,7 @@ const MAINTAIN_EVERY_MS = 50;
 const ETCD_CALL_TIMEOUT_MS = 2000;
 
 export interface SyncReplicatorOptions {
-  etcd: Etcd3;
+  etcd: EtcdHttpClient;
   /** Duplicated for the subscription (a subscribed connection takes no other command). */
   redis: Redis;
   keys: EtcdKeys;
@@ -109,7 +109,7 @@ export class SyncReplicator {
       sub.close();
       return;
     }
-    const raw = await withTimeout(this.opts.etcd.get(this.opts.keys.sync).string(), ETCD_CALL_TIMEOUT_MS, 'the sync record');
+    const raw = (await withTimeout(this.opts.etcd.range({ key: this.opts.keys.sync }, ETCD_CALL_TIMEOUT_MS), ETCD_CALL_TIMEOUT_MS, 'the sync record')).kvs[0]?.value.toString();
     this.published = parseSyncRecord(raw);
     if (this.stopped) return; // stopped during the read: no timer to leak
     this.timer = setInterval(() => this.maintain(), MAINTAIN_EVERY_MS);
@@ -282,7 +282,13 @@ export class SyncReplicator {
     const record: SyncRecord = { epoch: this.opts.epoch, leader: this.opts.member, since: new Date().toISOString(), ...fields };
     const { etcd, keys } = this.opts;
     const res = await withTimeout(
-      etcd.if(keys.leader, 'Create', '==', this.opts.epoch).then(etcd.put(keys.sync).value(JSON.stringify(record))).commit(),
+      etcd.txn(
+        {
+          compare: [{ key: keys.leader, target: 'CREATE', result: 'EQUAL', value: this.opts.epoch }],
+          success: [{ put: { key: keys.sync, value: JSON.stringify(record) } }],
+        },
+        ETCD_CALL_TIMEOUT_MS,
+      ),
       ETCD_CALL_TIMEOUT_MS,
       'publishing the sync record',
     );

@@ -2,6 +2,10 @@
 // parse X.509 but not issue it), as src/devcluster/pki.ts does for the dev
 // cluster: a CA, a server certificate for 127.0.0.1 signed by it, a client
 // certificate signed by it, and a second, unrelated CA (for "wrong CA" tests).
+// The server certificate allows client authentication too, as kubeadm's etcd
+// server certificates do: with a trusted CA, etcd's JSON gateway (which the
+// agent talks to) presents it to etcd's own gRPC server. A second server
+// certificate without it shows what an agent says about such an etcd.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,6 +19,9 @@ export interface TestPki {
   clientKeyFile: string;
   /** A CA that signed none of the above. */
   otherCaFile: string;
+  /** A server certificate for 127.0.0.1 valid for server authentication only. */
+  serverOnlyCertFile: string;
+  serverOnlyKeyFile: string;
 }
 
 export function makeTestPki(dir: string): TestPki {
@@ -34,7 +41,8 @@ export function makeTestPki(dir: string): TestPki {
   };
   ca('ca');
   ca('other-ca');
-  leaf('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  leaf('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
+  leaf('server-only', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
   leaf('client', 'extendedKeyUsage=clientAuth\n');
   return {
     caFile: p('ca.crt'),
@@ -43,5 +51,7 @@ export function makeTestPki(dir: string): TestPki {
     clientCertFile: p('client.crt'),
     clientKeyFile: p('client.key'),
     otherCaFile: p('other-ca.crt'),
+    serverOnlyCertFile: p('server-only.crt'),
+    serverOnlyKeyFile: p('server-only.key'),
   };
 }

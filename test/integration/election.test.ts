@@ -5,8 +5,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
+import { EtcdHttpClient } from '../../src/lib/etcd-http/client.ts';
 import { useStores } from '../harness/stores.ts';
-import { EtcdMirror, etcdFaultHandling, LeaderElection, type CandidacyAnswer, type ElectionEvent } from '../../src/agent/election.ts';
+import { EtcdMirror, LeaderElection, type CandidacyAnswer, type ElectionEvent } from '../../src/agent/election.ts';
 import { decideCandidacy } from '../../src/agent/candidacy.ts';
 import { etcdKeys, type EtcdKeys } from '../../src/lib/keys.ts';
 import { createLogger } from '../../src/lib/log.ts';
@@ -16,7 +17,7 @@ const stores = useStores();
 
 interface Member {
   name: string;
-  etcd: Etcd3;
+  etcd: EtcdHttpClient;
   election: LeaderElection;
   /** Every event with the wall-clock time it arrived and whether the member held leadership then. */
   events: Array<ElectionEvent & { at: number; holding: boolean }>;
@@ -41,13 +42,9 @@ function newCluster(): EtcdKeys {
 function addMember(
   keys: EtcdKeys,
   name: string,
-  opts: { ttl?: number; marginMs?: number; candidacy?: () => CandidacyAnswer | Promise<CandidacyAnswer>; endpoint?: string; breaker?: boolean } = {},
+  opts: { ttl?: number; marginMs?: number; candidacy?: () => CandidacyAnswer | Promise<CandidacyAnswer>; endpoint?: string } = {},
 ): Member {
-  const etcd = new Etcd3({
-    hosts: opts.endpoint ?? stores().etcd.endpoint,
-    dialTimeout: 3000,
-    ...(opts.breaker ? {} : { faultHandling: etcdFaultHandling() }),
-  });
+  const etcd = new EtcdHttpClient({ endpoints: [opts.endpoint ?? stores().etcd.endpoint] });
   const member: Member = { name, etcd, events: [], candidacyCalls: 0, election: undefined as unknown as LeaderElection };
   member.election = new LeaderElection({
     etcd,
@@ -108,7 +105,7 @@ describe('leader election', () => {
     await waitForLeader([a]);
     const [elected] = electedEvents(a);
     expect(elected).toBeDefined();
-    const res = await a.etcd.get(keys.leader).exec();
+    const res = await a.etcd.range({ key: keys.leader });
     const kv = res.kvs[0]!;
     expect(elected!.epoch).toBe(Number(kv.create_revision));
     expect(a.election.epoch).toBe(elected!.epoch);
@@ -116,7 +113,7 @@ describe('leader election', () => {
     // The key carries the leader's lease, not an immortal one.
     expect(kv.lease).not.toBe('0');
     // The record's epoch is filled in right after the election.
-    await waitFor(async () => JSON.parse((await a.etcd.get(keys.leader).string()) ?? '{}').epoch === elected!.epoch, {
+    await waitFor(async () => JSON.parse((await a.etcd.getString(keys.leader)) ?? '{}').epoch === elected!.epoch, {
       timeoutMs: 5000,
       what: 'the epoch in the stored record',
     });
@@ -282,22 +279,30 @@ describe('leader election', () => {
     expect(a.election.localDeadline()!).toBeGreaterThan(Date.now() + 3000);
   });
 
-  it('a leader renews over one keepalive stream for its whole term, not one stream per renewal', async () => {
+  it('a leader renews every TTL/5 over one kept-alive connection for its whole term, not one connection per renewal', async () => {
     const keys = newCluster();
-    const a = addMember(keys, 'a', { ttl: 2, marginMs: 500 });
-    await a.election.start();
-    await waitForLeader([a]);
-    const epoch = a.election.epoch;
-    const streamsBefore = await keepAliveStreamsStarted();
-    const deadlineBefore = a.election.localDeadline()!;
-    await sleep(3000); // about 7 renewals at TTL/5 = 400 ms
-    expect(a.election.epoch).toBe(epoch);
-    expect(a.election.localDeadline()!, 'the deadline moved with the renewals').toBeGreaterThan(deadlineBefore + 2000);
-    // etcd counts every LeaseKeepAlive stream opened; only this member runs.
-    expect(await keepAliveStreamsStarted(), 'LeaseKeepAlive streams opened while leading').toBeLessThanOrEqual(streamsBefore + 1);
+    const proxy = await startProxy(new URL(stores().etcd.endpoint).port);
+    try {
+      const a = addMember(keys, 'a', { ttl: 2, marginMs: 500, endpoint: proxy.endpoint });
+      await a.election.start();
+      await waitForLeader([a]);
+      const epoch = a.election.epoch;
+      await sleep(500); // the watch and the first renewals have their connections
+      const renewalsBefore = await keepAliveStreamsStarted();
+      const connectionsBefore = proxy.connections();
+      const deadlineBefore = a.election.localDeadline()!;
+      await sleep(3000); // about 7 renewals at TTL/5 = 400 ms
+      expect(a.election.epoch).toBe(epoch);
+      expect(a.election.localDeadline()!, 'the deadline moved with the renewals').toBeGreaterThan(deadlineBefore + 2000);
+      // etcd counts every keepalive the gateway passed on; only this member runs.
+      expect((await keepAliveStreamsStarted()) - renewalsBefore, 'keepalives answered in 3 s').toBeGreaterThanOrEqual(5);
+      expect(proxy.connections() - connectionsBefore, 'connections opened while leading').toBeLessThanOrEqual(1);
+    } finally {
+      await proxy.close();
+    }
   });
 
-  it('a keepalive stream that breaks mid-term is reopened and the lease holds (same term, no demotion)', async () => {
+  it('a keepalive connection that breaks mid-term is replaced and the lease holds (same term, no demotion)', async () => {
     const keys = newCluster();
     const proxy = await startProxy(new URL(stores().etcd.endpoint).port);
     try {
@@ -307,7 +312,7 @@ describe('leader election', () => {
       const epoch = a.election.epoch;
       await sleep(800); // renewals on the first stream
       const streamsBefore = await keepAliveStreamsStarted();
-      proxy.cut(); // every connection through the proxy, the keepalive stream's included, breaks
+      proxy.cut(); // every connection through the proxy, the keepalives' included, breaks
       await sleep(300);
       proxy.restore();
       await sleep(2500); // past the deadline of the last renewal before the cut: only new renewals keep it
@@ -315,7 +320,7 @@ describe('leader election', () => {
       expect(a.election.holdsLeadership()).toBe(true);
       expect(a.election.epoch).toBe(epoch);
       expect(a.election.localDeadline()!).toBeGreaterThan(Date.now() + 1000);
-      expect(await keepAliveStreamsStarted(), 'a new stream after the break').toBeGreaterThan(streamsBefore);
+      expect(await keepAliveStreamsStarted(), 'renewals after the break').toBeGreaterThan(streamsBefore);
     } finally {
       await proxy.close();
     }
@@ -334,7 +339,7 @@ describe('leader election', () => {
     await sleep(2000);
     expect(electedEvents(b)).toHaveLength(0);
     expect(b.election.holdsLeadership()).toBe(false);
-    expect((await a.etcd.get(keys.leader).string()) ?? null).toBeNull();
+    expect((await a.etcd.getString(keys.leader)) ?? null).toBeNull();
     expect(b.candidacyCalls).toBeGreaterThan(callsAtGone); // re-asked, not given up on
     // After its hold-off, a campaigns again and wins.
     await waitForLeader([a, b], 10_000);
@@ -429,7 +434,7 @@ describe('leader election', () => {
     await waitForLeader([a]);
     const firstEpoch = a.election.epoch;
 
-    await a.etcd.delete().key(keys.leader).exec();
+    await a.etcd.delete({ key: keys.leader });
     await waitFor(() => deposedEvents(a).length === 1, { timeoutMs: 3000, intervalMs: 10, what: 'deposition after the key was deleted' });
     // Not leading from the moment it is told (it may win again right after).
     expect(deposedEvents(a)[0]).toMatchObject({ reason: 'key-changed', epoch: firstEpoch, holding: false });
@@ -437,8 +442,8 @@ describe('leader election', () => {
     const secondEpoch = a.election.epoch;
     expect(secondEpoch).toBeGreaterThan(firstEpoch);
 
-    const kv = (await a.etcd.get(keys.leader).exec()).kvs[0]!;
-    await a.etcd.leaseClient.leaseRevoke({ ID: kv.lease });
+    const kv = (await a.etcd.range({ key: keys.leader })).kvs[0]!;
+    await a.etcd.leaseRevoke(kv.lease);
     await waitFor(() => deposedEvents(a).length === 2, { timeoutMs: 3000, intervalMs: 10, what: 'deposition after the lease was revoked' });
     expect(['key-changed', 'lease-lost']).toContain(deposedEvents(a)[1]!.reason);
     expect(deposedEvents(a)[1]).toMatchObject({ epoch: secondEpoch, holding: false });
@@ -466,7 +471,7 @@ describe('leader election', () => {
 
   it('while its watch is connected a mirror skips the periodic re-read when its owner allows, and still sees every change', async () => {
     const prefix = `/election-test/quiet-${Date.now()}/`;
-    const etcd = new Etcd3({ hosts: stores().etcd.endpoint, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
+    const etcd = new EtcdHttpClient({ endpoints: [stores().etcd.endpoint] });
     const direct = new Etcd3({ hosts: stores().etcd.endpoint });
     const log = createLogger({ component: 'mirror-test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
     let quiet = true;
@@ -496,7 +501,7 @@ describe('leader election', () => {
   it('the watched view survives a reconnect after compaction and keeps watching (not only re-reading)', async () => {
     const prefix = `/election-test/mirror-${Date.now()}/`;
     const proxy = await startProxy(new URL(stores().etcd.endpoint).port);
-    const viaProxy = new Etcd3({ hosts: proxy.endpoint, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
+    const viaProxy = new EtcdHttpClient({ endpoints: [proxy.endpoint] });
     const direct = new Etcd3({ hosts: stores().etcd.endpoint });
     const mirror = new EtcdMirror({
       etcd: viaProxy,
@@ -592,14 +597,16 @@ describe('leader election', () => {
 
   it('stop() resigns, and leaves nothing running: a process using the election exits by itself', async () => {
     const electionModule = path.resolve('src/agent/election.ts');
+    const clientModule = path.resolve('src/lib/etcd-http/client.ts');
     const keysModule = path.resolve('src/lib/keys.ts');
     const logModule = path.resolve('src/lib/log.ts');
     const script = `
       import { Etcd3 } from 'etcd3';
+      import { EtcdHttpClient } from ${JSON.stringify(clientModule)};
       import { LeaderElection } from ${JSON.stringify(electionModule)};
       import { etcdKeys } from ${JSON.stringify(keysModule)};
       import { silentLogger } from ${JSON.stringify(logModule)};
-      const etcd = new Etcd3({ hosts: ${JSON.stringify(stores().etcd.endpoint)} });
+      const etcd = new EtcdHttpClient({ endpoints: [${JSON.stringify(stores().etcd.endpoint)}] });
       const e = new LeaderElection({ etcd, keys: etcdKeys({ namespace: 'election-test', name: 'exit' }), member: 'x', address: 'x:1',
         leaseTtlSeconds: 2, demoteMarginMs: 400, log: silentLogger(), candidacy: async () => ({ eligible: true, delayMs: 0, reason: '' }) });
       const elected = new Promise((r) => e.onEvent((ev) => ev.type === 'elected' && r(ev)));
@@ -625,14 +632,16 @@ describe('leader election', () => {
 });
 
 /** A TCP proxy to etcd that a test can cut (a partition) and restore. */
-async function startProxy(upstreamPort: string): Promise<{ endpoint: string; cut(): void; restore(): void; close(): Promise<void> }> {
+async function startProxy(upstreamPort: string): Promise<{ endpoint: string; cut(): void; restore(): void; close(): Promise<void>; connections(): number }> {
   let open = true;
+  let accepted = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((downstream) => {
     if (!open) {
       downstream.destroy();
       return;
     }
+    accepted++;
     const upstream = net.connect(Number(upstreamPort), '127.0.0.1');
     for (const s of [downstream, upstream]) {
       sockets.add(s);
@@ -652,6 +661,7 @@ async function startProxy(upstreamPort: string): Promise<{ endpoint: string; cut
   return {
     endpoint: `http://127.0.0.1:${port}`,
     cut,
+    connections: () => accepted,
     restore: () => {
       open = true;
     },
@@ -662,7 +672,7 @@ async function startProxy(upstreamPort: string): Promise<{ endpoint: string; cut
   };
 }
 
-/** LeaseKeepAlive streams the test etcd has started so far (its gRPC server metrics). */
+/** LeaseKeepAlive calls the test etcd has started so far (its gRPC server metrics; the gateway passes each keepalive request on as one). */
 async function keepAliveStreamsStarted(): Promise<number> {
   const text = await (await fetch(`${stores().etcd.endpoint}/metrics`, { signal: AbortSignal.timeout(3000) })).text();
   const m = /^grpc_server_started_total\{grpc_method="LeaseKeepAlive"[^}]*\} (\d+)/m.exec(text);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Etcd3 } from 'etcd3';
+import { EtcdHttpClient } from '../../src/lib/etcd-http/client.ts';
 import { useStores } from '../harness/stores.ts';
 import { MetadataInputError, MetadataStore, validateMetaKey } from '../../src/agent/metadata.ts';
 import { etcdKeys } from '../../src/lib/keys.ts';
@@ -23,15 +23,15 @@ describe('validateMetaKey', () => {
 
 describe('MetadataStore against a real etcd', () => {
   const stores = useStores();
-  let etcd: Etcd3;
-  let other: Etcd3;
+  let etcd: EtcdHttpClient;
+  let other: EtcdHttpClient;
   const keys = etcdKeys({ namespace: 'ns', name: 'meta' });
   let store: MetadataStore;
   let otherStore: MetadataStore;
 
   beforeAll(() => {
-    etcd = new Etcd3({ hosts: stores().etcd.endpoint });
-    other = new Etcd3({ hosts: stores().etcd.endpoint });
+    etcd = new EtcdHttpClient({ endpoints: [stores().etcd.endpoint] });
+    other = new EtcdHttpClient({ endpoints: [stores().etcd.endpoint] });
     store = new MetadataStore({ etcd, keys, log: silentLogger() });
     otherStore = new MetadataStore({ etcd: other, keys, log: silentLogger() });
   });
@@ -50,7 +50,7 @@ describe('MetadataStore against a real etcd', () => {
     expect(second.ok && first.ok && second.modRevision > first.modRevision).toBe(true);
     expect((await store.get('plain'))?.version).toBe(2);
     // Stored where the key layout says, so the operator and etcdctl find it.
-    expect(await etcd.get(keys.meta('plain')).string()).toBe('v2');
+    expect(await etcd.getString(keys.meta('plain'))).toBe('v2');
     expect(await store.delete('plain')).toBe('deleted');
     expect(await store.delete('plain')).toBe('absent');
     expect(await store.get('plain')).toBeUndefined();
@@ -127,7 +127,7 @@ describe('MetadataStore against a real etcd', () => {
   });
 
   it('refuses bad input naming the field, and changes nothing', async () => {
-    const before = (await etcd.getAll().prefix(keys.metaPrefix).keys()).length;
+    const before = (await etcd.range({ key: keys.metaPrefix, prefix: true })).kvs.length;
     await expect(store.put('bad key', 'v')).rejects.toThrow(/key may contain only/);
     await expect(store.put('ok', 'v', -1)).rejects.toThrow(/expectedModRevision must be an integer >= 0/);
     await expect(store.put('ok', 'v', 1.5)).rejects.toBeInstanceOf(MetadataInputError);
@@ -138,7 +138,7 @@ describe('MetadataStore against a real etcd', () => {
     const err = await store.get('k'.repeat(600)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(MetadataInputError);
     expect((err as MetadataInputError).field).toBe('key');
-    expect((await etcd.getAll().prefix(keys.metaPrefix).keys()).length).toBe(before);
+    expect((await etcd.range({ key: keys.metaPrefix, prefix: true })).kvs.length).toBe(before);
     expect(await store.get('ok')).toBeUndefined();
   });
 });

@@ -84,12 +84,18 @@ describe('module footprint of the per-pod processes', () => {
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('the agent never loads @kubernetes/client-node, nor any other command\'s code', () => {
-    // It did load its own stores' clients: the trace works.
-    expect(agentModules).toContain('etcd3');
+    // It did load its stream server's client: the trace works.
     expect(agentModules).toContain('ioredis');
     expect(agentModules).not.toContain('@kubernetes/client-node');
     const agentSrc = readTrace(path.join(dir, 'agent.modules')).filter((u) => u.includes('/src/'));
     expect(agentSrc.filter((u) => /\/src\/(operator|devcluster|demo|kvmaster)\/|\/src\/cli\/commands\/(?!agent\.ts|index\.ts)/.test(u))).toEqual([]);
+  });
+
+  it('the agent talks to etcd over its JSON gateway: no etcd3, gRPC, protobufjs or http2 (~15 MB and most of its start-up)', () => {
+    for (const unused of ['etcd3', '@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs']) expect(agentModules, unused).not.toContain(unused);
+    expect(agentInternals.filter((m) => m.includes('http2'))).toEqual([]);
+    const agentSrc = readTrace(path.join(dir, 'agent.modules')).filter((u) => u.includes('/src/'));
+    expect(agentSrc.some((u) => u.endsWith('/src/lib/etcd-http/client.ts') || u.endsWith('/lib/etcd-http/client.js'))).toBe(true);
   });
 
   it("neither loads undici (what an ES import of node:http drags in for its WebSocket exports: ~12 MB), nor the master http2", () => {

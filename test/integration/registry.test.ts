@@ -4,10 +4,11 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Etcd3, type IKeyValue } from 'etcd3';
+import { Etcd3 } from 'etcd3';
+import { EtcdHttpClient } from '../../src/lib/etcd-http/client.ts';
+import type { KeyValue } from '../../src/lib/etcd-http/types.ts';
 import { useStores } from '../harness/stores.ts';
 import { MemberRegistry, type MemberFields } from '../../src/agent/registry.ts';
-import { etcdFaultHandling } from '../../src/agent/election.ts';
 import { etcdKeys, type EtcdKeys } from '../../src/lib/keys.ts';
 import { createLogger } from '../../src/lib/log.ts';
 import { sleep, waitFor } from '../../src/lib/time.ts';
@@ -15,7 +16,7 @@ import type { MemberStatus } from '../../src/agent/types.ts';
 
 const stores = useStores();
 
-let clients: Etcd3[] = [];
+let clients: Array<EtcdHttpClient | Etcd3> = [];
 let registries: MemberRegistry[] = [];
 let clusterSeq = 0;
 
@@ -26,8 +27,15 @@ afterEach(async () => {
   clients = [];
 });
 
-function client(): Etcd3 {
-  const etcd = new Etcd3({ hosts: stores().etcd.endpoint, dialTimeout: 3000, faultHandling: etcdFaultHandling() });
+function client(): EtcdHttpClient {
+  const etcd = new EtcdHttpClient({ endpoints: [stores().etcd.endpoint] });
+  clients.push(etcd);
+  return etcd;
+}
+
+/** An etcd3 client, for what the agent's client does not do (lease time-to-live). */
+function grpcClient(): Etcd3 {
+  const etcd = new Etcd3({ hosts: stores().etcd.endpoint });
   clients.push(etcd);
   return etcd;
 }
@@ -52,11 +60,11 @@ function registry(keys: EtcdKeys, member: string, opts: { ttl?: number } = {}): 
 
 const initial: MemberFields = { role: 'standby', address: 'x:1', receivedSeq: 0, appliedSeq: 0, state: 'ok' };
 
-async function readKey(etcd: Etcd3, key: string): Promise<IKeyValue | undefined> {
-  return (await etcd.get(key).exec()).kvs[0];
+async function readKey(etcd: EtcdHttpClient, key: string): Promise<KeyValue | undefined> {
+  return (await etcd.range({ key })).kvs[0];
 }
 
-function statusOf(kv: IKeyValue | undefined): MemberStatus | undefined {
+function statusOf(kv: KeyValue | undefined): MemberStatus | undefined {
   return kv ? (JSON.parse(kv.value.toString()) as MemberStatus) : undefined;
 }
 
@@ -82,7 +90,7 @@ describe('member registry', () => {
     await a.stop();
     expect(await readKey(probe, keys.member('pod-a'))).toBeUndefined();
     // The lease itself is gone, not just the key.
-    const ttl = await probe.leaseClient.leaseTimeToLive({ ID: first!.lease });
+    const ttl = await grpcClient().leaseClient.leaseTimeToLive({ ID: first!.lease });
     expect(Number(ttl.TTL)).toBeLessThanOrEqual(0);
   });
 
@@ -156,7 +164,7 @@ describe('member registry', () => {
   it('a member that dies without stop() drops out after its lease TTL', async () => {
     const keys = newCluster();
     const a = registry(keys, 'pod-a');
-    const doomedClient = new Etcd3({ hosts: stores().etcd.endpoint });
+    const doomedClient = new EtcdHttpClient({ endpoints: [stores().etcd.endpoint] });
     const b = new MemberRegistry({ etcd: doomedClient, keys, member: 'pod-b', version: '1', leaseTtlSeconds: 2, log: createLogger({ component: 't', level: 'silent' }) });
     await a.start(initial);
     await b.start(initial);
@@ -176,7 +184,7 @@ describe('member registry', () => {
     const a = registry(keys, 'pod-a');
     await a.start(initial);
     const before = await readKey(probe, keys.member('pod-a'));
-    await probe.leaseClient.leaseRevoke({ ID: before!.lease });
+    await probe.leaseRevoke(before!.lease);
     expect(await readKey(probe, keys.member('pod-a'))).toBeUndefined();
     const after = await waitFor(async () => readKey(probe, keys.member('pod-a')), { timeoutMs: 5000, intervalMs: 50, what: 'the key to come back' });
     expect(after.lease).not.toBe(before!.lease);
@@ -232,7 +240,7 @@ describe('member registry', () => {
 
   it('start() fails with a clear error when etcd cannot be reached, and leaves nothing running', async () => {
     const keys = newCluster();
-    const dead = new Etcd3({ hosts: 'http://127.0.0.1:1', dialTimeout: 500 });
+    const dead = new EtcdHttpClient({ endpoints: ['http://127.0.0.1:1'], callTimeoutMs: 500 });
     const r = new MemberRegistry({
       etcd: dead,
       keys,
@@ -254,11 +262,11 @@ describe('member registry', () => {
 
   it('stop() leaves nothing running: a process using the registry exits by itself', async () => {
     const script = `
-      import { Etcd3 } from 'etcd3';
+      import { EtcdHttpClient } from ${JSON.stringify(path.resolve('src/lib/etcd-http/client.ts'))};
       import { MemberRegistry } from ${JSON.stringify(path.resolve('src/agent/registry.ts'))};
       import { etcdKeys } from ${JSON.stringify(path.resolve('src/lib/keys.ts'))};
       import { silentLogger } from ${JSON.stringify(path.resolve('src/lib/log.ts'))};
-      const etcd = new Etcd3({ hosts: ${JSON.stringify(stores().etcd.endpoint)} });
+      const etcd = new EtcdHttpClient({ endpoints: [${JSON.stringify(stores().etcd.endpoint)}] });
       const r = new MemberRegistry({ etcd, keys: etcdKeys({ namespace: 'registry-test', name: 'exit' }), member: 'x', version: '1',
         leaseTtlSeconds: 2, log: silentLogger() });
       await r.start({ role: 'standby', address: 'x:1', receivedSeq: 0, appliedSeq: 0, state: 'ok' });

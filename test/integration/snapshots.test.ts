@@ -1,7 +1,7 @@
 // Snapshots on real etcd + Dragonfly and redis-server: chunked round trips, keep N (and the
 // dropped chunks go), the leadership guard, and corruption detected on read.
 import { randomBytes } from 'node:crypto';
-import { Etcd3 } from 'etcd3';
+import { EtcdHttpClient } from '../../src/lib/etcd-http/client.ts';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { SnapshotCorruptError, SnapshotStore, SNAPSHOT_CHUNK_BYTES } from '../../src/agent/snapshots.ts';
@@ -12,12 +12,12 @@ import { describeEachStreamServer, useStores } from '../harness/stores.ts';
 
 describeEachStreamServer('SnapshotStore on real etcd', (streamServer) => {
   const stores = useStores({ streamServer });
-  let etcd: Etcd3;
+  let etcd: EtcdHttpClient;
   let redis: Redis;
   let n = 0;
 
   beforeAll(() => {
-    etcd = new Etcd3({ hosts: stores().etcd.endpoint });
+    etcd = new EtcdHttpClient({ endpoints: [stores().etcd.endpoint] });
     redis = new Redis(stores().redis.url);
   });
   afterAll(() => {
@@ -29,8 +29,8 @@ describeEachStreamServer('SnapshotStore on real etcd', (streamServer) => {
   async function fresh(keep = 2): Promise<{ store: SnapshotStore; epoch: number; ref: { namespace: string; name: string } }> {
     const ref = { namespace: 'snap', name: `c${++n}` };
     const eKeys = etcdKeys(ref);
-    await etcd.put(eKeys.leader).value(JSON.stringify({ member: 'm-0' }));
-    const epoch = Number((await etcd.get(eKeys.leader).exec()).kvs[0]!.create_revision);
+    await etcd.put({ key: eKeys.leader, value: JSON.stringify({ member: 'm-0' }) });
+    const epoch = Number((await etcd.range({ key: eKeys.leader })).kvs[0]!.create_revision);
     const store = new SnapshotStore({ redis, etcd, streamKeys: streamKeys(ref), etcdKeys: eKeys, keep, log: silentLogger() });
     return { store, epoch, ref };
   }

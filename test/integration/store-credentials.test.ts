@@ -8,7 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Etcd3 } from 'etcd3';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeEachStreamServer } from '../harness/stores.ts';
 import { makeTestPki, type TestPki } from '../harness/tls.ts';
 import { removeWorkDir, startEtcd, startStreamServer, type LocalEtcd, type LocalStreamServer } from '../../src/lib/localstores.ts';
@@ -182,6 +182,45 @@ describeEachStreamServer('stores with credentials', (kind) => {
     expect(wrongCa).toMatch(/etcd at https:\/\/127\.0\.0\.1:\d+.*TLS failed.*--etcd-ca-file/s);
     const noClientCert = await startFails({ etcdCertFile: '', etcdKeyFile: '' });
     expect(noClientCert).toMatch(/etcd at https:\/\/127\.0\.0\.1:\d+.*TLS failed.*--etcd-cert-file/s);
+  }, 90_000);
+});
+
+describe('an etcd whose serving certificate does not allow client authentication', () => {
+  let dir: string;
+  let pki: TestPki;
+  let etcd: LocalEtcd;
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-gateway-tls-'));
+    pki = makeTestPki(dir);
+    etcd = await startEtcd({ name: 'etcd-server-only', tls: { caFile: pki.caFile, certFile: pki.serverOnlyCertFile, keyFile: pki.serverOnlyKeyFile, clientCertAuth: true, clientCert: { certFile: pki.clientCertFile, keyFile: pki.clientKeyFile } } });
+  }, 60_000);
+  afterAll(async () => {
+    await etcd?.stop();
+    if (etcd) removeWorkDir(etcd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the agent does not start, and says the certificate needs clientAuth for etcd\'s gateway', async () => {
+    const cfg = resolveAgentConfig(
+      {
+        cluster: 'ns/gateway-tls',
+        member: 'solo',
+        address: '127.0.0.1:9999',
+        etcdEndpoints: etcd.endpoint,
+        redisUrl: 'redis://127.0.0.1:1',
+        apiListen: `unix:${path.join(dir, 'agent.sock')}`,
+        ...etcdFiles(pki),
+      },
+      {},
+    );
+    const err = await Agent.start(cfg, { log: silentLogger() }).then(
+      async (agent) => {
+        await agent.close();
+        return undefined;
+      },
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/etcd at https:\/\/127\.0\.0\.1:\d+.*gateway.*extendedKeyUsage serverAuth,clientAuth/s);
   }, 90_000);
 });
 

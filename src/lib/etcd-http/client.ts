@@ -165,6 +165,11 @@ export class EtcdHttpClient {
     return decodeRange(await this.call('/v3/kv/range', encodeRange(req), timeoutMs, 'etcd range'));
   }
 
+  /** The value of one key as UTF-8, or undefined when the key is absent. */
+  async getString(key: string, timeoutMs = this.callTimeoutMs): Promise<string | undefined> {
+    return (await this.range({ key }, timeoutMs)).kvs[0]?.value.toString('utf8');
+  }
+
   async put(req: PutRequest, timeoutMs = this.callTimeoutMs): Promise<PutResponse> {
     return decodePut(await this.call('/v3/kv/put', encodePut(req), timeoutMs, 'etcd put'));
   }

@@ -41,7 +41,12 @@ export interface DeleteRangeResponse {
   deleted: string;
 }
 
-export type ResponseOp = { response_range: RangeResponse } | { response_put: PutResponse } | { response_delete_range: DeleteRangeResponse };
+/** The answer to one operation of a transaction: exactly one field is set. */
+export interface ResponseOp {
+  response_range?: RangeResponse;
+  response_put?: PutResponse;
+  response_delete_range?: DeleteRangeResponse;
+}
 
 export interface TxnResponse {
   header: ResponseHeader;
