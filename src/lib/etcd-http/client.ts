@@ -288,8 +288,9 @@ export class EtcdHttpClient {
     if (this.closed) throw new Error('etcd client is closed');
     const giveUpAt = performance.now() + timeoutMs;
     let lastError: Error | undefined;
+    const first = this.preferred; // avoid() moves this.preferred inside the loop
     for (let tried = 0; tried < this.parsed.length; tried++) {
-      const endpoint = this.parsed[(this.preferred + tried) % this.parsed.length]!;
+      const endpoint = this.parsed[(first + tried) % this.parsed.length]!;
       const leftMs = Math.floor(giveUpAt - performance.now());
       if (leftMs <= 0) break;
       try {
