@@ -1,7 +1,9 @@
 // Test certificates for stores that speak TLS, made with openssl (Node can
 // parse X.509 but not issue it), as src/devcluster/pki.ts does for the dev
 // cluster: a CA, a server certificate for 127.0.0.1 signed by it, a client
-// certificate signed by it, and a second, unrelated CA (for "wrong CA" tests).
+// certificate signed by it, a server certificate good for both (etcd's JSON
+// gateway under client-certificate auth), and a second, unrelated CA (for
+// "wrong CA" tests).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,6 +15,14 @@ export interface TestPki {
   serverKeyFile: string;
   clientCertFile: string;
   clientKeyFile: string;
+  /**
+   * A server certificate that is also a client certificate (serverAuth and clientAuth). etcd's
+   * JSON gateway connects to etcd's own gRPC port with the serving certificate, so under
+   * client-certificate auth the gateway works only with such a certificate (etcd 3.5+ can
+   * name another one with --client-cert-file).
+   */
+  dualUseCertFile: string;
+  dualUseKeyFile: string;
   /** A CA that signed none of the above. */
   otherCaFile: string;
 }
@@ -36,12 +46,15 @@ export function makeTestPki(dir: string): TestPki {
   ca('other-ca');
   leaf('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
   leaf('client', 'extendedKeyUsage=clientAuth\n');
+  leaf('dual-use', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
   return {
     caFile: p('ca.crt'),
     serverCertFile: p('server.crt'),
     serverKeyFile: p('server.key'),
     clientCertFile: p('client.crt'),
     clientKeyFile: p('client.key'),
+    dualUseCertFile: p('dual-use.crt'),
+    dualUseKeyFile: p('dual-use.key'),
     otherCaFile: p('other-ca.crt'),
   };
 }
