@@ -603,10 +603,12 @@ for (const target of ETCDS) {
 describe('etcd-http client when etcd fails or hangs', () => {
   const etcd = useEtcd(() => ({ name: 'etcd-http-faults' }));
 
-  it('a watch reports disconnected within a few seconds when etcd is SIGKILLed, and calls then fail as unreachable', async () => {
-    const dying = await startEtcd({ name: 'etcd-http-killed' });
+  it('a watch reports disconnected within a few seconds when etcd is SIGKILLed, calls then fail as unreachable, and work again on the first try once it is back', async () => {
+    let dying = await startEtcd({ name: 'etcd-http-killed' });
     try {
       const etcdc = client({ endpoints: [dying.endpoint], callTimeoutMs: 3000 });
+      // Kept-alive pooled connections exist when etcd dies.
+      const before = await Promise.all([etcdc.put({ key: 'k', value: 'before' }), etcdc.range({ key: 'k' }), etcdc.leaseGrant(60)]);
       const w = etcdc.watch({ key: 'k', prefix: true });
       const seen = record(w);
       await untilConnected(w);
@@ -623,10 +625,34 @@ describe('etcd-http client when etcd fails or hangs', () => {
       expect(err).toBeInstanceOf(EtcdUnreachableError);
       expect((err as EtcdUnreachableError).notSent).toBe(true);
       expect(err.message).toContain(dying.endpoint);
+
+      dying = await startEtcd({ name: 'etcd-http-killed', workDir: dying.workDir, reuse: { clientPort: dying.clientPort, peerPort: dying.peerPort, dataDir: dying.dataDir } });
+      // No stale pooled connection is handed to the first call after the restart.
+      expect(str((await etcdc.range({ key: 'k' })).kvs)).toEqual(['k=before']);
+      expect((await etcdc.leaseKeepAlive(before[2].ID)).TTL).toBe('60');
+      expect(rev(await etcdc.put({ key: 'k', value: 'after' }))).toBeGreaterThan(rev(before[0]));
+      const again = etcdc.watch({ key: 'k' });
+      await untilConnected(again);
+      record(again);
     } finally {
       await dying.stop();
       removeWorkDir(dying);
     }
+  });
+
+  it('a listener that cancels the watch stops the rest of the response\'s events', async () => {
+    const k = keys();
+    const etcdc = client({ endpoints: [etcd().endpoint] });
+    const w = etcdc.watch({ key: k(''), prefix: true });
+    const seen = record(w);
+    w.once('put', () => w.cancel());
+    await untilConnected(w);
+    await etcdc.txn({ compare: [], success: [{ put: { key: k('a'), value: '1' } }, { put: { key: k('b'), value: '2' } }, { put: { key: k('c'), value: '3' } }] });
+    await waitFor(() => seen.changes.length > 0, { timeoutMs: 10_000, what: 'the first event' });
+    await etcdc.put({ key: k('d'), value: '4' });
+    await sleep(300);
+    expect(seen.changes.map((ch) => ch.key)).toEqual([k('a')]);
+    expect(seen.ends).toEqual([]);
   });
 
   it('a watch on a member that accepts but never answers reports disconnected after connectTimeoutMs and closes its connection', async () => {

@@ -2,8 +2,9 @@
 // how requests are written for the gateway and how its proto3 JSON answers
 // (int64 as strings, bytes as base64, zero values left out) are read back.
 // What etcd itself makes of them is tested against a real etcd in
-// test/integration/etcd-http.test.ts.
+// test/integration/etcd-http.test.ts. Also the client's option checks, which need no etcd.
 import { describe, expect, it } from 'vitest';
+import { EtcdHttpClient } from '../../src/lib/etcd-http/client.ts';
 import {
   decodeDelete,
   decodeHeader,
@@ -189,5 +190,27 @@ describe('response decoding (proto3 JSON omits zero values)', () => {
     ]);
     expect(decodeWatch({ header, canceled: true, compact_revision: '5' })).toMatchObject({ canceled: true, compact_revision: '5', events: [] });
     expect(decodeWatch({})).toMatchObject({ created: false, events: [], header: { revision: '0' } });
+  });
+});
+
+describe('EtcdHttpClient options (checked before any connection)', () => {
+  it('names the endpoint and the expected form when an endpoint is not an http(s) URL', () => {
+    expect(() => new EtcdHttpClient({ endpoints: [] })).toThrow(/at least one endpoint/);
+    expect(() => new EtcdHttpClient({ endpoints: ['127.0.0.1:2379'] })).toThrow(/http:\/\/host:port.*"127\.0\.0\.1:2379"/);
+    expect(() => new EtcdHttpClient({ endpoints: ['http://ok:2379', 'grpc://etcd:2379'] })).toThrow(/http:\/\/ or https:\/\/, got "grpc:\/\/etcd:2379"/);
+    expect(() => new EtcdHttpClient({ endpoints: ['http://[::1]:2379', 'https://etcd.example:2379'] })).not.toThrow();
+  });
+
+  it('refuses a client certificate without its key and a key without its certificate', () => {
+    const pem = Buffer.from('x');
+    expect(() => new EtcdHttpClient({ endpoints: ['https://etcd:2379'], tls: { cert: pem } })).toThrow(/needs its key/);
+    expect(() => new EtcdHttpClient({ endpoints: ['https://etcd:2379'], tls: { key: pem } })).toThrow(/certificate/);
+  });
+
+  it('a closed client refuses calls and watches with a clear error', async () => {
+    const c = new EtcdHttpClient({ endpoints: ['http://127.0.0.1:1'] });
+    c.close();
+    await expect(c.range({ key: 'k' })).rejects.toThrow(/etcd client is closed/);
+    expect(() => c.watch({ key: 'k' })).toThrow(/etcd client is closed/);
   });
 });
