@@ -773,6 +773,23 @@ describe('etcd-http client when etcd fails or hangs', () => {
     expect(() => etcdc.watch({ key: k('a') })).toThrow(/closed/);
   });
 
+  it('close() fails a call in flight at once instead of at its deadline, and closes its connection', async () => {
+    const silent = await silentServer();
+    try {
+      const etcdc = client({ endpoints: [silent.url], callTimeoutMs: 30_000 });
+      const t0 = performance.now();
+      const call = rejection(etcdc.range({ key: 'k' }));
+      await waitFor(() => silent.accepted() === 1, { timeoutMs: 5000, what: 'the call to connect' });
+      etcdc.close();
+      const err = await withTimeout(call, 5000, 'the call in flight to fail after close()');
+      expect(performance.now() - t0).toBeLessThan(10_000);
+      expect(err).toBeInstanceOf(EtcdUnreachableError);
+      await waitFor(() => silent.openConnections() === 0, { timeoutMs: 5000, what: 'the call\'s connection to close' });
+    } finally {
+      await silent.close();
+    }
+  });
+
   it('close() right after watch() opens no stream at all', async () => {
     const k = keys();
     const port = etcd().clientPort;
