@@ -82,12 +82,13 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<LocalEtcd>
     const peerPort = opts.reuse?.peerPort ?? (await freePort());
     const dataDir = opts.reuse?.dataDir ?? path.join(workDir, `${name}-data-${attempt}`);
     const scheme = opts.tls ? 'https' : 'http';
+    // --trusted-ca-file only with client-certificate auth: etcd (3.4 and 3.7 alike) takes it
+    // alone to mean that too, and refuses clients without a certificate.
     const tlsArgs = opts.tls
       ? [
           '--cert-file', opts.tls.certFile,
           '--key-file', opts.tls.keyFile,
-          '--trusted-ca-file', opts.tls.caFile,
-          ...(opts.tls.clientCertAuth ? ['--client-cert-auth'] : []),
+          ...(opts.tls.clientCertAuth ? ['--trusted-ca-file', opts.tls.caFile, '--client-cert-auth'] : []),
         ]
       : [];
     const child = new ManagedProcess({

@@ -136,8 +136,10 @@ function parseEndpoint(url: string): Endpoint {
 /** One parsed JSON value per line of a gateway stream. */
 export type StreamHandlers = {
   onMessage(message: Record<string, unknown>): void;
-  /** The stream ended or broke (err set), or could not be opened. Called once; not after abort(). */
+  /** The stream ended or broke (err set), or could not be opened. Called once; not after abort() or the client's close(). */
   onClose(err: Error | undefined): void;
+  /** The client was closed: the stream is ended silently (or was never opened, when it was already closed). */
+  onClientClosed?(): void;
 };
 
 export class EtcdHttpClient {
@@ -147,7 +149,8 @@ export class EtcdHttpClient {
   private readonly callTimeoutMs: number;
   private preferred = 0;
   private agents: { http?: HttpAgent; https?: HttpAgent } = {};
-  private readonly streams = new Set<ClientRequest>();
+  /** Open streams, each with its silent end for close(). */
+  private readonly streams = new Map<ClientRequest, () => void>();
   private closed = false;
 
   constructor(opts: EtcdHttpOptions) {
@@ -227,6 +230,11 @@ export class EtcdHttpClient {
    * ends it silently.
    */
   openStream(path: string, body: unknown, handlers: StreamHandlers): () => void {
+    if (this.closed) {
+      // A watch made just before close() opens its stream on the next tick: it must not open one now.
+      handlers.onClientClosed?.();
+      return () => undefined;
+    }
     const endpoint = this.parsed[this.preferred]!;
     let done = false;
     const close = (err: Error | undefined): void => {
@@ -268,19 +276,24 @@ export class EtcdHttpClient {
       this.avoid(endpoint);
       close(new EtcdUnreachableError(endpoint.url, err));
     });
-    this.streams.add(req);
-    req.end(payload);
-    return () => {
+    const abort = (): void => {
       done = true;
       this.streams.delete(req);
       req.destroy();
     };
+    this.streams.set(req, () => {
+      abort();
+      handlers.onClientClosed?.();
+    });
+    req.end(payload);
+    return abort;
   }
 
-  /** Ends every stream and idle connection. Calls in flight fail. */
+  /** Ends every stream (silently: a watch reports nothing) and idle connection. Calls in flight fail. */
   close(): void {
     this.closed = true;
-    for (const req of this.streams) req.destroy();
+    // Each end marks its stream done before destroying it, so the destroy's error reaches no handler.
+    for (const end of [...this.streams.values()]) end();
     this.streams.clear();
     this.agents.http?.destroy();
     this.agents.https?.destroy();
@@ -293,8 +306,9 @@ export class EtcdHttpClient {
     if (this.closed) throw new Error('etcd client is closed');
     const giveUpAt = performance.now() + timeoutMs;
     let lastError: Error | undefined;
+    const first = this.preferred; // avoid() moves this.preferred inside the loop
     for (let tried = 0; tried < this.parsed.length; tried++) {
-      const endpoint = this.parsed[(this.preferred + tried) % this.parsed.length]!;
+      const endpoint = this.parsed[(first + tried) % this.parsed.length]!;
       const leftMs = Math.floor(giveUpAt - performance.now());
       if (leftMs <= 0) break;
       try {

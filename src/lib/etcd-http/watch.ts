@@ -54,6 +54,8 @@ export class EtcdWatch extends EventEmitter<EtcdWatchEvents> {
       this.abort = client.openStream('/v3/watch', encodeWatch(req), {
         onMessage: (message) => this.onMessage(message),
         onClose: (err) => this.end('disconnected', err ?? new Error('etcd ended the watch stream')),
+        // The client's close() ends its watches as cancel() does: no event, no timer left.
+        onClientClosed: () => this.cancel(),
       });
     });
   }
