@@ -49,6 +49,8 @@ Store credentials (files, e.g. mounted from Secrets):
   --redis-password-file PATH  the stream server's password [HOTSTANDBY_REDIS_PASSWORD_FILE];
                               or the password itself in HOTSTANDBY_REDIS_PASSWORD (e.g. a secretKeyRef)
   --redis-ca-file PATH        CA of a rediss:// stream server's certificate [HOTSTANDBY_REDIS_CA_FILE]
+  The agent uses etcd's JSON gateway: with a trusted CA, etcd's serving certificate must allow
+  clientAuth too (extendedKeyUsage serverAuth,clientAuth, as kubeadm makes them).
 
 Pod role labels (the leader Service selects hotstandby.dev/role=leader):
   --pod-labels auto|on|off    label this pod leader/standby; auto = on when Kubernetes credentials
