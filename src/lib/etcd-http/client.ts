@@ -383,10 +383,10 @@ export class EtcdHttpClient {
   private pool(endpoint: Endpoint): HttpAgent {
     if (endpoint.secure) {
       const https = process.getBuiltinModule('node:https');
-      this.agents.https ??= new https.Agent({ keepAlive: true, maxFreeSockets: 2, ...(this.tls ?? {}) });
+      this.agents.https ??= new https.Agent({ keepAlive: true, maxFreeSockets: 4, ...(this.tls ?? {}) });
       return this.agents.https;
     }
-    this.agents.http ??= new http.Agent({ keepAlive: true, maxFreeSockets: 2 });
+    this.agents.http ??= new http.Agent({ keepAlive: true, maxFreeSockets: 4 });
     return this.agents.http;
   }
 }
