@@ -249,18 +249,23 @@ export class KvMaster {
     await this.appendInFlight;
     // A fault the newest snapshot does not cover (say, a corrupt entry after
     // it) repeats until the leader stores a newer snapshot: back off meanwhile.
+    // Only an entry past where the last resync struck counts as progress: the
+    // replay up to the fault applies entries every round, and resetting the
+    // backoff on those made the master reload and replay in a tight loop.
     let resyncs = 0;
+    let resyncedAt = 0;
     while (!signal.aborted && !this.closed) {
       try {
         for await (const line of this.client.stream(this.store.appliedSeq + 1, signal)) {
           if (line.type === 'entry') {
             this.store.apply(line);
             this.scheduleAck();
-            resyncs = 0;
+            if (line.seq > resyncedAt) resyncs = 0;
           } else if (line.type === 'heartbeat') {
             this.flushAck();
           } else {
             this.log.warn({ reason: line.reason, snapshot: line.snapshot, resyncs }, 'resync: reloading from the latest snapshot');
+            resyncedAt = Math.max(resyncedAt, this.store.appliedSeq);
             if (resyncs > 0) await sleep(Math.min(100 * 2 ** resyncs, 2000), signal).catch(() => undefined);
             resyncs++;
             await this.loadSnapshot();
