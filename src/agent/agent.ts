@@ -221,7 +221,7 @@ export class Agent implements LocalApiBackend {
         async () => {
           if (tlsFailure) return true; // stop polling; reported below
           try {
-            await withTimeout(this.etcd.getString(this.keys.leader, STORE_CALL_TIMEOUT_MS), STORE_CALL_TIMEOUT_MS, 'etcd');
+            await this.etcd.getString(this.keys.leader, STORE_CALL_TIMEOUT_MS);
             return true;
           } catch (err) {
             lastError = err;
@@ -282,7 +282,7 @@ export class Agent implements LocalApiBackend {
 
   async health(): Promise<{ etcd: 'ok' | 'down'; stream: 'ok' | 'down' }> {
     const [etcd, stream] = await Promise.all([
-      withTimeout(this.etcd.getString(this.keys.leader, 1000), 1000, 'etcd').then(
+      this.etcd.getString(this.keys.leader, 1000).then(
         () => 'ok' as const,
         () => 'down' as const,
       ),
@@ -307,7 +307,7 @@ export class Agent implements LocalApiBackend {
     // Settled into a value: an early return below must not leave a rejection unhandled.
     const syncRead =
       this.config.replication === 'sync'
-        ? withTimeout(this.etcd.getString(this.keys.sync, STORE_CALL_TIMEOUT_MS), STORE_CALL_TIMEOUT_MS, 'the sync record').then(
+        ? this.etcd.getString(this.keys.sync, STORE_CALL_TIMEOUT_MS).then(
             (raw) => ({ raw }),
             (err: Error) => ({ err }),
           )
@@ -767,7 +767,7 @@ export class Agent implements LocalApiBackend {
   // ---------------------------------------------------------------- planned switchover
 
   private async readSwitchover(): Promise<SwitchoverRequest | undefined> {
-    const raw = await withTimeout(this.etcd.getString(this.keys.switchover, STORE_CALL_TIMEOUT_MS), STORE_CALL_TIMEOUT_MS, 'the switchover key');
+    const raw = await this.etcd.getString(this.keys.switchover, STORE_CALL_TIMEOUT_MS);
     if (!raw) return undefined;
     try {
       const parsed = JSON.parse(raw) as SwitchoverRequest;
@@ -884,7 +884,7 @@ export class Agent implements LocalApiBackend {
   private async readiness(): Promise<ProbeResult> {
     if (this.closing) return { ok: false, detail: 'stopping' };
     const [member, stream] = await Promise.all([
-      withTimeout(this.etcd.getString(this.keys.member(this.member), 800), 800, 'etcd').then(
+      this.etcd.getString(this.keys.member(this.member), 800).then(
         (v) => (v ? 'ok' : 'not registered'),
         (err: Error) => `etcd: ${err.message}`,
       ),

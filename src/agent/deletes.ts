@@ -24,7 +24,7 @@ import type { WatchResponse } from '../lib/etcd-http/types.ts';
 import { EtcdWatchCanceledError } from '../lib/etcd-http/watch.ts';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
-import { sleep, withTimeout } from '../lib/time.ts';
+import { sleep } from '../lib/time.ts';
 
 export interface DeleteEvent {
   /** etcd mod revision of the event: its position; resume from revision + 1. */
@@ -413,12 +413,12 @@ class Subscription {
   }
 
   private async currentRevision(): Promise<number> {
-    const res = await this.call(this.etcd.range({ key: this.prefix }, this.callTimeoutMs), 'etcd to tell its revision');
+    const res = await this.call(this.etcd.range({ key: this.prefix }, this.callTimeoutMs));
     return Number(res.header.revision);
   }
 
-  /** One etcd call, bounded by the call timeout and cut short when the subscription ends. */
-  private call<T>(promise: Promise<T>, what: string): Promise<T> {
+  /** One etcd call (the client bounds it by the call timeout), cut short when the subscription ends. */
+  private call<T>(promise: Promise<T>): Promise<T> {
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => reject(new Error('subscription ended'));
@@ -426,7 +426,7 @@ class Subscription {
       else this.signal.addEventListener('abort', onAbort, { once: true });
     });
     aborted.catch(() => undefined);
-    return Promise.race([withTimeout(promise, this.callTimeoutMs, what), aborted]).finally(() => {
+    return Promise.race([promise, aborted]).finally(() => {
       if (onAbort) this.signal.removeEventListener('abort', onAbort);
     });
   }
@@ -494,7 +494,7 @@ class Subscription {
   private async compactedSince(revision: number): Promise<number | undefined> {
     const probe = async (rev: number): Promise<'ok' | 'compacted'> => {
       try {
-        await this.call(this.etcd.range({ key: this.prefix, revision: rev }, this.callTimeoutMs), 'etcd to read at a past revision');
+        await this.call(this.etcd.range({ key: this.prefix, revision: rev }, this.callTimeoutMs));
         return 'ok';
       } catch (err) {
         if (/compacted/i.test((err as Error).message)) return 'compacted';

@@ -99,8 +99,6 @@ export class EtcdMirror {
   private inflight: Promise<void> | undefined;
   private stopped = false;
   private lastError = '';
-  /** The current watch is connected and has reported no disconnect or error since. */
-  private watchConnected = false;
   /** Monotonic ms of the last successful re-read. */
   private lastReadAt = Number.NEGATIVE_INFINITY;
 
@@ -139,7 +137,8 @@ export class EtcdMirror {
    * reports.
    */
   private periodicReadNeeded(): boolean {
-    if (!this.watchConnected || !this.opts.quietWhileWatched?.()) return true;
+    // Connected: etcd created the watch and it has not ended since.
+    if (!this.watcher?.connected || !this.opts.quietWhileWatched?.()) return true;
     return monotonicMs() - this.lastReadAt >= WATCHED_RESYNC_MS;
   }
 
@@ -157,7 +156,7 @@ export class EtcdMirror {
     if (this.timer) clearInterval(this.timer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.timer = this.retryTimer = undefined;
-    await this.dropWatch();
+    this.dropWatch();
     await this.inflight?.catch(() => undefined);
   }
 
@@ -190,12 +189,8 @@ export class EtcdMirror {
     const { etcd, range, log } = this.opts;
     const watcher = etcd.watch({ ...('key' in range ? { key: range.key } : { key: range.prefix, prefix: true }), startRevision: fromRevision }, { connectTimeoutMs: this.opts.callTimeoutMs });
     this.watcher = watcher;
-    this.watchConnected = false;
     watcher.on('put', (kv) => this.applyEvent(kv, false));
     watcher.on('delete', (kv) => this.applyEvent(kv, true));
-    watcher.on('connected', () => {
-      if (this.watcher === watcher) this.watchConnected = true;
-    });
     // Either way the watch is over: drop it; a re-read shortly after opens a
     // fresh one from the revision it read (after a compaction, a current
     // one). The pause keeps a watch that fails at once from spinning.
@@ -211,14 +206,12 @@ export class EtcdMirror {
 
   private replaceWatch(watcher: EtcdWatch): void {
     if (this.watcher !== watcher) return;
-    this.watchConnected = false;
-    void this.dropWatch().then(() => {
-      if (this.stopped || this.retryTimer) return;
-      this.retryTimer = setTimeout(() => {
-        this.retryTimer = undefined;
-        void this.resync();
-      }, WATCH_RETRY_MS);
-    });
+    this.dropWatch();
+    if (this.stopped || this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.resync();
+    }, WATCH_RETRY_MS);
   }
 
   private applyEvent(kv: KeyValue, deleted: boolean): void {
@@ -240,14 +233,12 @@ export class EtcdMirror {
     }
   }
 
-  private async dropWatch(): Promise<void> {
+  private dropWatch(): void {
     const watcher = this.watcher;
     if (!watcher) return;
     this.watcher = undefined;
-    this.watchConnected = false;
     watcher.removeAllListeners();
     watcher.cancel();
-    await Promise.resolve();
   }
 }
 

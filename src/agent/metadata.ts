@@ -7,7 +7,6 @@
 import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
-import { withTimeout } from '../lib/time.ts';
 
 export const META_KEY_MAX_LENGTH = 512;
 /** etcd refuses requests over 1.5 MiB; a value must fit with room for the key. */
@@ -64,7 +63,7 @@ export class MetadataStore {
 
   async get(key: string): Promise<MetaEntry | undefined> {
     checkKey(key);
-    const res = await this.bounded(this.etcd.range({ key: this.keys.meta(key) }, this.callTimeoutMs), `reading metadata ${key}`);
+    const res = await this.etcd.range({ key: this.keys.meta(key) }, this.callTimeoutMs);
     const kv = res.kvs[0];
     if (!kv) return undefined;
     return { key, value: kv.value.toString('utf8'), modRevision: Number(kv.mod_revision), version: Number(kv.version) };
@@ -85,19 +84,18 @@ export class MetadataStore {
     checkExpected(expectedModRevision);
     const etcdKey = this.keys.meta(key);
     if (expectedModRevision === undefined) {
-      const res = await this.bounded(this.etcd.put({ key: etcdKey, value }, this.callTimeoutMs), `writing metadata ${key}`);
+      // A timed-out write may still be applied by etcd later; callers that must
+      // know read the key back (its mod revision tells).
+      const res = await this.etcd.put({ key: etcdKey, value }, this.callTimeoutMs);
       return { ok: true, modRevision: Number(res.header.revision) };
     }
-    const res = await this.bounded(
-      this.etcd.txn(
-        {
-          compare: [{ key: etcdKey, target: 'MOD', result: 'EQUAL', value: expectedModRevision }],
-          success: [{ put: { key: etcdKey, value } }],
-          failure: [{ range: { key: etcdKey } }],
-        },
-        this.callTimeoutMs,
-      ),
-      `writing metadata ${key}`,
+    const res = await this.etcd.txn(
+      {
+        compare: [{ key: etcdKey, target: 'MOD', result: 'EQUAL', value: expectedModRevision }],
+        success: [{ put: { key: etcdKey, value } }],
+        failure: [{ range: { key: etcdKey } }],
+      },
+      this.callTimeoutMs,
     );
     if (res.succeeded) return { ok: true, modRevision: Number(res.header.revision) };
     const current = res.responses[0]?.response_range?.kvs[0];
@@ -115,19 +113,16 @@ export class MetadataStore {
     checkExpected(expectedModRevision);
     const etcdKey = this.keys.meta(key);
     if (expectedModRevision === undefined) {
-      const res = await this.bounded(this.etcd.delete({ key: etcdKey }, this.callTimeoutMs), `deleting metadata ${key}`);
+      const res = await this.etcd.delete({ key: etcdKey }, this.callTimeoutMs);
       return Number(res.deleted) > 0 ? 'deleted' : 'absent';
     }
-    const res = await this.bounded(
-      this.etcd.txn(
-        {
-          compare: [{ key: etcdKey, target: 'MOD', result: 'EQUAL', value: expectedModRevision }],
-          success: [{ delete: { key: etcdKey } }],
-          failure: [{ range: { key: etcdKey } }],
-        },
-        this.callTimeoutMs,
-      ),
-      `deleting metadata ${key}`,
+    const res = await this.etcd.txn(
+      {
+        compare: [{ key: etcdKey, target: 'MOD', result: 'EQUAL', value: expectedModRevision }],
+        success: [{ delete: { key: etcdKey } }],
+        failure: [{ range: { key: etcdKey } }],
+      },
+      this.callTimeoutMs,
     );
     if (res.succeeded) {
       // Mod == 0 also matches an absent key: then nothing was deleted.
@@ -150,21 +145,12 @@ export class MetadataStore {
       throw new MetadataInputError('limit', `limit must be an integer from 1 to ${META_LIST_MAX_LIMIT}, got ${String(limit)}`);
     }
     const base = this.keys.metaPrefix;
-    const res = await this.bounded(
-      this.etcd.range({ key: base + prefix, prefix: true, sort: { target: 'KEY', order: 'ASCEND' }, limit }, this.callTimeoutMs),
-      `listing metadata under ${JSON.stringify(prefix)}`,
-    );
+    const res = await this.etcd.range({ key: base + prefix, prefix: true, sort: { target: 'KEY', order: 'ASCEND' }, limit }, this.callTimeoutMs);
     return res.kvs.map((kv) => ({
       key: kv.key.toString('utf8').slice(base.length),
       value: kv.value.toString('utf8'),
       modRevision: Number(kv.mod_revision),
     }));
-  }
-
-  private bounded<T>(promise: Promise<T>, what: string): Promise<T> {
-    // A timed-out write may still be applied by etcd later; callers that must
-    // know read the key back (its mod revision tells).
-    return withTimeout(promise, this.callTimeoutMs, `etcd (${what})`);
   }
 }
 

@@ -24,7 +24,6 @@ import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
 import type { Redis } from 'ioredis';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
-import { withTimeout } from '../lib/time.ts';
 import { MASTER_DOWN_STATE } from './candidacy.ts';
 import type { MemberStatus } from './types.ts';
 import { subscribeToChannel, type ChannelSubscriber } from './channel-subscriber.ts';
@@ -109,7 +108,7 @@ export class SyncReplicator {
       sub.close();
       return;
     }
-    const raw = (await withTimeout(this.opts.etcd.range({ key: this.opts.keys.sync }, ETCD_CALL_TIMEOUT_MS), ETCD_CALL_TIMEOUT_MS, 'the sync record')).kvs[0]?.value.toString();
+    const raw = await this.opts.etcd.getString(this.opts.keys.sync, ETCD_CALL_TIMEOUT_MS);
     this.published = parseSyncRecord(raw);
     if (this.stopped) return; // stopped during the read: no timer to leak
     this.timer = setInterval(() => this.maintain(), MAINTAIN_EVERY_MS);
@@ -281,16 +280,12 @@ export class SyncReplicator {
     if (!still()) throw new Error('superseded before publishing');
     const record: SyncRecord = { epoch: this.opts.epoch, leader: this.opts.member, since: new Date().toISOString(), ...fields };
     const { etcd, keys } = this.opts;
-    const res = await withTimeout(
-      etcd.txn(
-        {
-          compare: [{ key: keys.leader, target: 'CREATE', result: 'EQUAL', value: this.opts.epoch }],
-          success: [{ put: { key: keys.sync, value: JSON.stringify(record) } }],
-        },
-        ETCD_CALL_TIMEOUT_MS,
-      ),
+    const res = await etcd.txn(
+      {
+        compare: [{ key: keys.leader, target: 'CREATE', result: 'EQUAL', value: this.opts.epoch }],
+        success: [{ put: { key: keys.sync, value: JSON.stringify(record) } }],
+      },
       ETCD_CALL_TIMEOUT_MS,
-      'publishing the sync record',
     );
     if (!res.succeeded) throw new Error(`the leader key is no longer epoch ${this.opts.epoch}'s; not publishing the sync set`);
     this.published = record;

@@ -216,7 +216,7 @@ export class EtcdHttpClient {
 
   /**
    * Opens a watch (see EtcdWatch for its events). It does not reconnect: on
-   * 'disconnected' or 'error' it is over and the owner opens a new one from
+   * 'disconnected' or 'canceled' it is over and the owner opens a new one from
    * the revision it has reached.
    */
   watch(req: WatchRequest, opts: { connectTimeoutMs?: number } = {}): EtcdWatch {
