@@ -11,6 +11,7 @@ import { useStores } from '../harness/stores.ts';
 import { Agent } from '../../src/agent/agent.ts';
 import { resolveAgentConfig } from '../../src/agent/config.ts';
 import { silentLogger } from '../../src/lib/log.ts';
+import { removeWorkDir, startEtcd } from '../../src/lib/localstores.ts';
 import type { RoleStatus } from '../../src/agent/types.ts';
 
 interface Answer {
@@ -292,4 +293,34 @@ describe('local API against real Agents', () => {
     expect(changed.version).toBeGreaterThan(s.version);
     expect(Date.now() - t0).toBeLessThan(10_000);
   });
+});
+
+describe('local API while etcd is down', () => {
+  const stores = useStores();
+
+  it('a metadata call answers 503 unavailable (safe to retry), not an internal error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'localapi-etcd-down-'));
+    const sock = join(dir, 'a.sock');
+    const etcd = await startEtcd({ name: 'etcd-localapi-down' });
+    let agent: Agent | undefined;
+    try {
+      agent = await Agent.start(
+        resolveAgentConfig(
+          { cluster: 'ns/etcd-down', member: 'm0', address: '127.0.0.1:9102', etcdEndpoints: etcd.endpoint, redisUrl: stores().redis.url, apiListen: `unix:${sock}` },
+          {},
+        ),
+        { log: silentLogger() },
+      );
+      expect((await call(sock, 'PUT', '/v1/meta/k', JSON.stringify({ value: 'v' }))).status).toBe(200);
+      await etcd.stop();
+      const down = await call(sock, 'GET', '/v1/meta/k');
+      expect(down.status).toBe(503);
+      expect((down.json() as { error: { code: string; message: string } }).error).toMatchObject({ code: 'unavailable', message: expect.stringContaining(etcd.endpoint) });
+    } finally {
+      await agent?.close();
+      await etcd.stop();
+      removeWorkDir(etcd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

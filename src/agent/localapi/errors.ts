@@ -3,6 +3,7 @@
 import { FencedError, NotLeaderError } from '../types.ts';
 import { BadRequestError, StoreUnavailableError } from './backend.ts';
 import { TimeoutError } from '../../lib/time.ts';
+import { EtcdError, EtcdUnreachableError } from '../../lib/etcd-http/client.ts';
 import { SupersededError } from '../master-session.ts';
 import { SyncTimeoutError } from '../sync-replication.ts';
 
@@ -53,6 +54,8 @@ export function mapBackendError(err: unknown): HttpError {
   if (err instanceof SyncTimeoutError) return httpError(503, 'sync_timeout', err.message);
   // A store call that ran out of time: the store is unreachable or overloaded; retrying is safe.
   if (err instanceof TimeoutError) return httpError(503, 'unavailable', err.message);
+  // etcd could not be reached, or answered that it cannot serve now (gRPC UNAVAILABLE: no leader, stopping).
+  if (err instanceof EtcdUnreachableError || (err instanceof EtcdError && err.code === 14)) return httpError(503, 'unavailable', err.message);
   if (err instanceof BadRequestError) return httpError(400, 'bad_request', err.message, { field: err.field });
   // The store modules (metadata, deletes) refuse bad input with a RangeError that names the field.
   if (err instanceof RangeError && typeof (err as RangeError & { field?: unknown }).field === 'string') {
