@@ -96,7 +96,7 @@ export class SnapshotStore {
 
   /** The kept snapshots, oldest first. */
   async list(): Promise<SnapshotDescriptor[]> {
-    const raw = (await this.etcd.range({ key: this.eKeys.snapshot })).kvs[0]?.value.toString();
+    const raw = await this.etcd.getString(this.eKeys.snapshot);
     return parseList(raw).snapshots;
   }
 

@@ -143,7 +143,6 @@ export type StreamHandlers = {
 };
 
 export class EtcdHttpClient {
-  readonly endpoints: readonly string[];
   private readonly parsed: Endpoint[];
   private readonly tls: EtcdTlsFiles | undefined;
   private readonly callTimeoutMs: number;
@@ -155,7 +154,6 @@ export class EtcdHttpClient {
 
   constructor(opts: EtcdHttpOptions) {
     if (opts.endpoints.length === 0) throw new Error('etcd: at least one endpoint is needed');
-    this.endpoints = [...opts.endpoints];
     this.parsed = opts.endpoints.map(parseEndpoint);
     if (opts.tls && Boolean(opts.tls.cert) !== Boolean(opts.tls.key)) throw new Error('etcd TLS: a client certificate needs its key, and a key its certificate');
     this.tls = opts.tls;
