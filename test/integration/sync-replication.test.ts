@@ -212,6 +212,15 @@ describe('sync replication', () => {
     }
     expect(ledger.size).toBe(20);
     const standbys = c.members.filter((m) => m !== leader);
+    // The standbys hold every write so far before they freeze: what the fault
+    // may lose is then only what was written while they were frozen (in async
+    // mode a standby still tailing the last of these would lose it too, and
+    // the test would blame the check for a lag it did not set up).
+    const head = (await c.masterStatus(leader))?.appliedSeq ?? 0;
+    expect(head).toBeGreaterThanOrEqual(20);
+    for (const m of standbys) {
+      await waitFor(async () => ((await c.masterStatus(m))?.appliedSeq ?? 0) >= head, { timeoutMs: 15_000, what: `${m.name} to apply up to ${head} before it freezes` });
+    }
     standbys.forEach((m) => c.pauseAgent(m));
     try {
       const results = await Promise.all(Array.from({ length: 20 }, (_, i) => put(leader, `frozen-${i}`, '1', 5000).catch(() => undefined)));
