@@ -20,6 +20,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemberClients } from '../../src/chaos/clients.ts';
+import { ETCD_ELECTION_TIMEOUT_MS } from '../../src/chaos/faults.ts';
 import { LocalEtcdCluster } from '../../src/chaos/etcdcluster.ts';
 import { singleWriterViolations, nowMs, type HistoryOp } from '../../src/chaos/history.ts';
 import { NetLab, netnsUnavailable } from '../../src/chaos/netns.ts';
@@ -273,7 +274,7 @@ describe.skipIf(unavailable !== undefined)(`real network faults between namespac
     await verify(r, 'stream server restarted empty', healAt, { ackedBeforeKill: ackedBefore });
   }, 120_000);
 
-  it('etcd as 3 members: one killed changes nothing; two killed stop writes within the TTL; writes resume after the repair', async () => {
+  it('etcd as 3 members: one killed changes nothing; two killed stop writes within the TTL + 2 etcd election timeouts; writes resume after the repair', async () => {
     const lab = await newLab();
     const workDir = fs.mkdtempSync('/tmp/hs-etcd3-');
     const etcd = await LocalEtcdCluster.start({ host: lab.hostAddress, workDir });
@@ -294,7 +295,11 @@ describe.skipIf(unavailable !== undefined)(`real network faults between namespac
     await sleep(r.ttlMs + 2000);
     const lastAck = acked(r).at(-1)!;
     const stoppedAfterMs = lastAck.completeMs - killTwoAt;
-    expect(stoppedAfterMs, 'the last write acknowledged after quorum loss (ms)').toBeLessThanOrEqual(r.ttlMs);
+    // The bound docs/faults.md and the chaos kind kill-etcd-quorum give: an
+    // etcd leader without a quorum renews leases until it steps down, up to two
+    // election timeouts later. Within the TTL alone held in most runs, but not
+    // all (5.7 s at TTL 5 s once, in a full CI run).
+    expect(stoppedAfterMs, 'the last write acknowledged after quorum loss (ms)').toBeLessThanOrEqual(r.ttlMs + 2 * ETCD_ELECTION_TIMEOUT_MS);
 
     const healAt = nowMs();
     await etcd.restart(0);
