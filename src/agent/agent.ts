@@ -43,8 +43,15 @@ import { credentialProblem, loadStoreCredentials, redactUrl, redisCredentialOpti
 
 export const AGENT_VERSION = '0.1.0';
 
-/** How often the agent refreshes the log head (lag, snapshot policy). */
-const HEAD_POLL_MS = 250;
+/**
+ * How often the agent's periodic loop runs: it refreshes the log head (lag,
+ * snapshot policy), publishes the lag state and, on a leader, notices a stream
+ * server that stopped answering (it resigns after a lease TTL of silence, so a
+ * period well under the TTL is enough). Each round is a wake-up and two stream
+ * server commands; at 250 ms they were most of an idle agent's CPU (bench/footprint,
+ * docs/footprint.md), and a standby's member status is written once a second anyway.
+ */
+const HEAD_POLL_MS = 1000;
 /** Bound on every single call to a store made outside a request. */
 const STORE_CALL_TIMEOUT_MS = 2000;
 /** While the switchover watch is broken, re-read the key this often (while it runs, every 30 s). */
@@ -99,6 +106,8 @@ export class Agent implements LocalApiBackend {
   private readonly labeler: PodLabeler | undefined;
   private probes: HealthServer | undefined;
   private lastTickAt = Date.now();
+  /** When the tailer last read the stream's true head (an idle round); a standby then skips its own head read. */
+  private tailerHeadAt = Number.NEGATIVE_INFINITY;
   /** Monotonic ms of the last call the stream server answered (head read, append): a leader cut off from it resigns. */
   private streamOkAt = performance.now();
   /** The stream server client reports why a connection failed (a refused password) only as an event. */
@@ -634,6 +643,7 @@ export class Agent implements LocalApiBackend {
           }
         } else if (event.type === 'idle') {
           this.board.update({ headSeq: Math.max(this.board.get().headSeq, event.headSeq) });
+          if (event.exact) this.tailerHeadAt = performance.now();
           if (this.board.get().role !== 'leader') this.syncStandby?.heartbeat();
           yield { type: 'heartbeat', headSeq: event.headSeq };
         } else {
@@ -717,7 +727,12 @@ export class Agent implements LocalApiBackend {
     if (this.closing) return;
     this.lastTickAt = Date.now();
     try {
-      await this.refreshHead();
+      // A standby whose tailer has just read the head (it does on every idle
+      // round, every 500 ms) needs no read of its own: the log length is the
+      // leader's business (snapshot policy), and a head the tailer reads after
+      // entries it has not applied yet is a lower bound, which does not count.
+      const tailerFresh = this.board.get().role === 'standby' && performance.now() - this.tailerHeadAt < HEAD_POLL_MS;
+      if (!tailerFresh) await this.refreshHead();
       this.streamOkAt = performance.now();
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'head refresh failed');

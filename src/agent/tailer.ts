@@ -19,7 +19,8 @@ export type ResyncReason = 'gap' | 'duplicate' | 'crc' | 'reset' | 'trimmed';
 
 export type TailEvent =
   | { type: 'entries'; entries: OpEntry[] }
-  | { type: 'idle'; headSeq: number }
+  /** exact: headSeq is the stream's head as read just now (else a stand-in while the stream has no epoch). */
+  | { type: 'idle'; headSeq: number; exact: boolean }
   | { type: 'resync'; reason: ResyncReason; detail: string };
 
 export interface OpLogTailerOptions {
@@ -104,10 +105,10 @@ export class OpLogTailer {
       // one since. Wait for that leader instead of resyncing now: this master's
       // state may be the only copy of acknowledged entries (sync replication),
       // and the new leader's head decides whether it still follows on.
-      if (epoch === null) return { type: 'idle', headSeq: this.expectedSeq - 1 };
+      if (epoch === null) return { type: 'idle', headSeq: this.expectedSeq - 1, exact: false };
       return this.resync('reset', `the stream's head is ${headSeq}, below the ${this.expectedSeq - 1} entries already applied`);
     }
-    return { type: 'idle', headSeq };
+    return { type: 'idle', headSeq, exact: true };
   }
 
   /** The good entries before the first fault; the fault is answered on the next call. */
