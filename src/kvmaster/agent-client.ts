@@ -2,10 +2,10 @@
 // would write one: plain HTTP/1.1 + JSON over loopback TCP or a Unix socket.
 // Every call has a timeout; the log stream is a bounded NDJSON reader.
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-import readline from 'node:readline';
 import type { RoleStatus, SnapshotDescriptor } from '../agent/types.ts';
 // The wire shape of the log stream, as the agent defines it (type only: nothing of the agent is loaded).
 import type { StreamLine } from '../agent/localapi/backend.ts';
+import { readLines } from '../lib/lines.ts';
 
 // Not `import http from 'node:http'`: an ES import of a built-in reads every
 // export, and node:http's include WebSocket & co., which load undici, http2,
@@ -43,7 +43,8 @@ function target(address: string): { socketPath: string } | { host: string; port:
   return { host: address.slice(0, i).replace(/^\[|\]$/g, ''), port };
 }
 
-const MAX_LINE_BYTES = 16 * 1024 * 1024;
+/** The longest log stream line (one entry, as JSON) the master accepts; a longer one ends the stream. */
+const MAX_LINE_CHARS = 16 * 1024 * 1024;
 
 export class AgentClient {
   readonly address: string;
@@ -120,10 +121,9 @@ export class AgentClient {
     }
     // Heartbeats come at least once a second; three silent seconds mean a dead stream.
     res.socket.setTimeout(3000, () => res.destroy(new Error('the log stream went silent')));
-    const lines = readline.createInterface({ input: res, crlfDelay: Infinity });
+    res.setEncoding('utf8');
     try {
-      for await (const line of lines) {
-        if (line.length > MAX_LINE_BYTES) throw new Error(`a log stream line of ${line.length} bytes exceeds the ${MAX_LINE_BYTES} limit`);
+      for await (const line of readLines(res, MAX_LINE_CHARS)) {
         if (line.length === 0) continue;
         const parsed = JSON.parse(line) as StreamLine;
         yield parsed;
@@ -133,7 +133,6 @@ export class AgentClient {
       if (signal.aborted) return;
       throw AgentApiError.unreachable(`log stream broke: ${(err as Error).message}`);
     } finally {
-      lines.close();
       res.socket?.setTimeout(0);
       res.destroy();
     }

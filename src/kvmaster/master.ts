@@ -11,7 +11,6 @@
 // Exactly one of the two modes touches the state at any moment: the follower
 // runs only while the master is not writable and no append is in flight.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { RoleStatus } from '../agent/types.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
@@ -102,8 +101,13 @@ export class KvMaster {
   /** The leadership confirmation in flight for reads, and the one queued after it (see confirmLeading). */
   private confirming: Promise<void> | undefined;
   private nextConfirm: Promise<void> | undefined;
-  /** New for every process: the agent tells a restarted master from the one before (X-Master-Instance). */
-  readonly instance = randomUUID();
+  /**
+   * New for every process: the agent tells a restarted master from the one
+   * before (X-Master-Instance). It only has to differ from the previous
+   * process's, so pid, start time and a random part do; not randomUUID(),
+   * whose node:crypto costs this small process ~1.5 MB (docs/footprint.md).
+   */
+  readonly instance = `${process.pid.toString(36)}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
 
   constructor(opts: KvMasterOptions) {
     this.opts = opts;

@@ -111,4 +111,10 @@ describe('module footprint of the per-pod processes', () => {
     for (const unused of ['etcd3', 'ioredis', '@grpc/grpc-js', 'protobufjs']) expect(masterModules, unused).not.toContain(unused);
     expect(masterModules).toContain('pino');
   });
+
+  it('the reference master loads neither node:crypto (~1.5 MB for one process id) nor node:readline (its log stream has its own bounded splitter)', () => {
+    expect(masterInternals.filter((m) => /^node-internal:(crypto|readline)$/.test(m))).toEqual([]);
+    // The agent does use node:crypto (batch ids, snapshot ids, crc of snapshots): the check can see it.
+    expect(agentInternals).toContain('node-internal:crypto');
+  });
 });

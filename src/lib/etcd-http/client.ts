@@ -15,6 +15,7 @@
 // endpoint and is reported to the caller, who owns the retry (a request that
 // may have reached etcd is never sent twice here).
 import type { Agent as HttpAgent, ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
+import { LineSplitter } from '../lines.ts';
 import { TimeoutError } from '../time.ts';
 import {
   decodeDelete,
@@ -250,14 +251,13 @@ export class EtcdHttpClient {
         );
         return;
       }
-      let pending = '';
+      // No bound on a line: one watch response may carry many large events (a transaction, a catch-up batch).
+      const lines = new LineSplitter(Infinity);
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
-        pending += chunk;
-        let nl: number;
-        while (!done && (nl = pending.indexOf('\n')) >= 0) {
-          const line = pending.slice(0, nl).trim();
-          pending = pending.slice(nl + 1);
+        for (const raw of lines.push(chunk)) {
+          if (done) return;
+          const line = raw.trim();
           if (!line) continue;
           const message = safeParse(line);
           if (message === undefined) {
