@@ -52,6 +52,13 @@ export const AGENT_VERSION = '0.1.0';
  * docs/footprint.md), and a standby's member status is written once a second anyway.
  */
 const HEAD_POLL_MS = 1000;
+/**
+ * Bound on the loop's head read: a read not answered by the next round is
+ * late. A leader finds out that the stream server went silent when a read
+ * fails, so with a longer bound it would resign well past its last answer +
+ * TTL whenever the TTL is short (with 2 s: half a second later on average).
+ */
+const HEAD_READ_TIMEOUT_MS = HEAD_POLL_MS;
 /** Bound on every single call to a store made outside a request. */
 const STORE_CALL_TIMEOUT_MS = 2000;
 /** While the switchover watch is broken, re-read the key this often (while it runs, every 30 s). */
@@ -87,6 +94,8 @@ export class Agent implements LocalApiBackend {
   private api: LocalApiServer | undefined;
   private switchoverMirror: EtcdMirror | undefined;
   private headTimer: NodeJS.Timeout | undefined;
+  /** Armed by a failed head read while the last answer is younger than a TTL: checks again when it is a TTL old. */
+  private streamSilenceTimer: NodeJS.Timeout | undefined;
   /** Aborted on close: ends streams, promotion waits and loops. */
   private readonly lifetime = new AbortController();
   private closing = false;
@@ -200,7 +209,7 @@ export class Agent implements LocalApiBackend {
         agent.probes = await startHealthServer({ listen: config.healthListen, log, checks: { live: () => agent.liveness(), ready: () => agent.readiness() } });
       }
       agent.election.onEvent((event) => agent.onElectionEvent(event));
-      await agent.refreshHead();
+      await agent.refreshHead(STORE_CALL_TIMEOUT_MS);
       const latest = await agent.snapshots.latest();
       if (latest) agent.lastSnapshot = { seq: latest.seq, at: Date.parse(latest.createdAt) || Date.now() };
       agent.setRole('standby');
@@ -535,8 +544,26 @@ export class Agent implements LocalApiBackend {
    * candidacy() refuses while it cannot read the log head).
    */
   private resignIfStreamLost(): void {
+    if (this.board.get().role !== 'leader' || this.closing) return;
     const silentMs = performance.now() - this.streamOkAt;
-    if (this.board.get().role !== 'leader' || silentMs < this.config.leaseTtlSeconds * 1000) return;
+    const ttlMs = this.config.leaseTtlSeconds * 1000;
+    if (silentMs < ttlMs) {
+      // A read failed, but the last answer is younger than a TTL. Look again
+      // when it is a TTL old, not at the next failed read, which may end up to
+      // a round plus a read bound later.
+      if (!this.streamSilenceTimer) {
+        const lastAnswerAt = this.streamOkAt;
+        this.streamSilenceTimer = setTimeout(() => {
+          this.streamSilenceTimer = undefined;
+          // After the I/O already waiting (the poll phase runs before setImmediate's):
+          // a loop that was itself stalled must not take its own delay for the server's silence.
+          setImmediate(() => {
+            if (this.streamOkAt === lastAnswerAt) this.resignIfStreamLost();
+          });
+        }, ttlMs - silentMs);
+      }
+      return;
+    }
     this.leaderLog.warn({ silentMs: Math.round(silentMs) }, 'resigning: the stream server has not answered for a lease TTL');
     this.streamOkAt = performance.now(); // once per outage, not on every tick
     void this.election.resign({ holdOffMs: 0 }).catch(() => undefined);
@@ -732,7 +759,7 @@ export class Agent implements LocalApiBackend {
       // leader's business (snapshot policy), and a head the tailer reads after
       // entries it has not applied yet is a lower bound, which does not count.
       const tailerFresh = this.board.get().role === 'standby' && performance.now() - this.tailerHeadAt < HEAD_POLL_MS;
-      if (!tailerFresh) await this.refreshHead();
+      if (!tailerFresh) await this.refreshHead(HEAD_READ_TIMEOUT_MS);
       this.streamOkAt = performance.now();
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'head refresh failed');
@@ -768,10 +795,10 @@ export class Agent implements LocalApiBackend {
     }
   }
 
-  private async refreshHead(): Promise<void> {
+  private async refreshHead(timeoutMs: number): Promise<void> {
     const [headSeq, length] = await withTimeout(
       Promise.all([this.oplog.headSeq(), this.oplog.length()]),
-      STORE_CALL_TIMEOUT_MS,
+      timeoutMs,
       'the log head',
     );
     this.logLength = length;
@@ -927,6 +954,7 @@ export class Agent implements LocalApiBackend {
     this.board.releaseAll();
     this.syncLeader?.stop(new Error('agent stopping'));
     if (this.headTimer) clearInterval(this.headTimer);
+    if (this.streamSilenceTimer) clearTimeout(this.streamSilenceTimer);
     this.master.close();
     const step = async (what: string, fn: () => Promise<unknown> | undefined): Promise<void> => {
       try {
