@@ -56,7 +56,7 @@ const HEAD_POLL_MS = 1000;
  * Bound on the loop's head read: a read not answered by the next round is
  * late. A leader finds out that the stream server went silent when a read
  * fails, so with a longer bound it would resign well past its last answer +
- * TTL whenever the TTL is short (with 2 s: half a second later on average).
+ * TTL whenever the TTL is short (at a 2 s TTL, half a second later on average).
  */
 const HEAD_READ_TIMEOUT_MS = HEAD_POLL_MS;
 /** Bound on every single call to a store made outside a request. */
