@@ -5,8 +5,12 @@
 // load, and prints RSS, V8 heap and CPU side by side with the aims of issue 10.
 // It runs what the image runs: the compiled dist/ behind bin/hotstandby.js.
 //
-// Usage: node bench/footprint.ts [--idle-seconds 30] [--load-seconds 20] [--rate 10000]
-//                                [--starts 5] [--root DIR] [--source] [--json]
+// Usage: node bench/footprint.ts [--settle-seconds 180] [--idle-seconds 30] [--load-seconds 20]
+//                                [--rate 10000] [--starts 5] [--root DIR] [--source] [--json]
+//   --settle-seconds N  idle time before the idle window. An idle agent's V8 compiles its
+//                periodic work with Maglev and then Turbofan over its first ~2 minutes; their
+//                machine code pages (~5 MB of the node binary) only count once that happened,
+//                so a shorter settle measures a start-up state, not what a pod holds for days
 //   --root DIR   measure another checkout (e.g. a worktree of an older commit) the same way
 //   --source     run the TypeScript sources (Node strips types, ~17 MB more) instead of a build
 //   --node-flags "..."  Node/V8 flags to try instead of those in the Dockerfile's ENTRYPOINT
@@ -32,6 +36,7 @@ import { percentile, sleep, waitFor } from '../src/lib/time.ts';
 const here = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const { values } = parseArgs({
   options: {
+    'settle-seconds': { type: 'string', default: '180' },
     'idle-seconds': { type: 'string', default: '30' },
     'load-seconds': { type: 'string', default: '20' },
     rate: { type: 'string', default: '10000' },
@@ -43,6 +48,7 @@ const { values } = parseArgs({
     json: { type: 'boolean', default: false },
   },
 });
+const settleSeconds = Number(values['settle-seconds']);
 const idleSeconds = Number(values['idle-seconds']);
 const loadSeconds = Number(values['load-seconds']);
 const rate = Number(values.rate);
@@ -136,14 +142,33 @@ interface Row {
 }
 
 /** Samples every process over `seconds`: CPU is the share of one core used in that window, memory is read at its end. */
+/** How often RSS is read during a window: a limit has to hold the peak, not a lucky moment between garbage collections. */
+const RSS_SAMPLE_MS = 2000;
+
 async function measure(procs: Array<{ label: string; pid: number; aimRssMb?: number }>, phase: string, seconds: number, idle: boolean): Promise<Row[]> {
   const before = new Map(procs.map((p) => [p.pid, procTicks(p.pid)]));
+  const peak = new Map(procs.map((p) => [p.pid, { rssMb: 0, anonMb: 0 }]));
+  const readPeaks = (): void => {
+    for (const p of procs) {
+      const seen = peak.get(p.pid)!;
+      seen.rssMb = Math.max(seen.rssMb, procStatusMb(p.pid, 'VmRSS'));
+      seen.anonMb = Math.max(seen.anonMb, procStatusMb(p.pid, 'RssAnon'));
+    }
+  };
   const t0 = performance.now();
-  await sleep(seconds * 1000);
+  const end = t0 + seconds * 1000;
+  for (let now = t0; now < end; now = performance.now()) {
+    readPeaks();
+    await sleep(Math.min(RSS_SAMPLE_MS, end - now));
+  }
   const elapsed = (performance.now() - t0) / 1000;
   const rows: Row[] = [];
   for (const p of procs) {
-    const s = await sample(p.pid);
+    const s = { ...(await sample(p.pid)) };
+    // Reported: the highest RSS and private memory read in the window (the last read included).
+    const seen = peak.get(p.pid)!;
+    s.rssMb = Math.max(s.rssMb, seen.rssMb);
+    s.anonMb = Math.max(s.anonMb, seen.anonMb);
     const cpuPct = ((s.cpuTicks - before.get(p.pid)!) / CLK_TCK / elapsed) * 100;
     const aims: string[] = [];
     let met: boolean | undefined;
@@ -176,8 +201,8 @@ async function main(): Promise<void> {
   const nodeFlags = values['node-flags'] !== undefined ? values['node-flags'].split(/\s+/).filter(Boolean) : image.nodeFlags;
   const nodeArgs = [...nodeFlags, '--import', probe];
   progress(`node flags: ${nodeFlags.join(' ') || '(none)'}; environment from the Dockerfile: ${JSON.stringify(image.env)}`);
-  // The image primes Node's compile cache at build, with the ENTRYPOINT's flags (Node keeps one cache per set of
-  // V8 flags); so does the bench, with the flags it runs, when the checkout has that step.
+  // Images up to 3da9f9d primed Node's compile cache at build, with the ENTRYPOINT's flags (Node keeps one cache per
+  // set of V8 flags); for such a checkout (--root) the bench primes it too, with the flags it runs.
   const prime = path.join(path.dirname(path.dirname(bin)), 'dist', 'lib', 'prime-compile-cache.js');
   if (!values.source && fs.existsSync(prime)) {
     fs.mkdirSync(path.join(path.dirname(path.dirname(bin)), '.compile-cache'));
@@ -267,8 +292,8 @@ async function main(): Promise<void> {
     ...(operator ? [{ label: 'operator', pid: operator.pid! }] : []),
   ];
 
-  progress(`settling 10 s, then idle for ${idleSeconds} s`);
-  await sleep(10_000);
+  progress(`settling ${settleSeconds} s (until V8 has compiled the periodic work), then idle for ${idleSeconds} s`);
+  await sleep(settleSeconds * 1000);
   const idle = await measure(measured, 'idle', idleSeconds, true);
 
   progress(`writing ${rate} entries/s ${loadVia === 'agent' ? "to the leader agent's local API" : "through the leader's master"} for ${loadSeconds} s`);
@@ -313,6 +338,7 @@ async function main(): Promise<void> {
   }
   out(`  load: ${result.loadEntriesPerSecond} entries/s reached (asked ${rate}, ${loadVia === 'agent' ? "batches of 100 to the leader agent's local API" : "PUTs through the leader's master"}), ${appended} appended, ${load.failed} failed`);
   if (operatorSkipped) out(`  operator row skipped: ${operatorSkipped}`);
+  out(`  RSS and private are the highest read every ${RSS_SAMPLE_MS / 1000} s in each window, the idle one after ${settleSeconds} s of settling.`);
   out('  RSS includes pages of the node binary and libraries, shared by every Node container on a host; private is RssAnon, what this process alone adds.');
   out();
   const ready = result.agentReadyMs;
