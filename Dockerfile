@@ -29,13 +29,7 @@ COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY crds ./crds
 COPY docs/local-api.openapi.yaml ./docs/local-api.openapi.yaml
-# Node's compile cache, primed as the pods' user and with the ENTRYPOINT's
-# node flags (Node keeps one cache per user and per set of V8 flags):
-# bin/hotstandby.js reads it, so an agent starts without compiling its
-# modules again (bench/footprint.ts, docs/footprint.md). Read-only at run time.
-RUN mkdir .compile-cache && chown 10001:10001 .compile-cache
 USER 10001:10001
-RUN node --optimize-for-size dist/lib/prime-compile-cache.js
 # --optimize-for-size: V8 keeps the heap near what is live instead of growing
 # it for speed; an idle agent holds 86 MB instead of 105 MB, a reference master
 # 63.5 instead of 65.6 (bench/footprint.ts, docs/footprint.md). The agent's hot

@@ -3,7 +3,6 @@
 // when it has been built (the image), else the TypeScript sources directly
 // (Node 24 strips types natively), so a checkout works without a build step.
 import { existsSync } from 'node:fs';
-import module from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 
@@ -17,11 +16,6 @@ if (major < 24) {
 }
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-// The image primes a compile cache at build (dist/lib/prime-compile-cache.js):
-// with it, a start reads compiled code instead of compiling etcd3, ioredis,
-// pino and our own modules again (issue 10, docs/footprint.md).
-const compileCache = path.join(root, '.compile-cache');
-if (existsSync(compileCache) && !process.env.NODE_COMPILE_CACHE) module.enableCompileCache(compileCache);
 const built = path.join(root, 'dist', 'cli', 'main.js');
 const source = path.join(root, 'src', 'cli', 'main.ts');
 const entry = existsSync(built) && !process.env.HOTSTANDBY_FROM_SOURCE ? built : source;
