@@ -141,10 +141,13 @@ interface Row {
   met?: boolean;
 }
 
-/** Samples every process over `seconds`: CPU is the share of one core used in that window, memory is read at its end. */
 /** How often RSS is read during a window: a limit has to hold the peak, not a lucky moment between garbage collections. */
 const RSS_SAMPLE_MS = 2000;
 
+/**
+ * Samples every process over `seconds`: CPU is the share of one core used in that window, RSS and private memory
+ * the highest read every RSS_SAMPLE_MS (the last read at its end), the V8 heap is read at its end.
+ */
 async function measure(procs: Array<{ label: string; pid: number; aimRssMb?: number }>, phase: string, seconds: number, idle: boolean): Promise<Row[]> {
   const before = new Map(procs.map((p) => [p.pid, procTicks(p.pid)]));
   const peak = new Map(procs.map((p) => [p.pid, { rssMb: 0, anonMb: 0 }]));
@@ -161,14 +164,11 @@ async function measure(procs: Array<{ label: string; pid: number; aimRssMb?: num
     readPeaks();
     await sleep(Math.min(RSS_SAMPLE_MS, end - now));
   }
+  readPeaks();
   const elapsed = (performance.now() - t0) / 1000;
   const rows: Row[] = [];
   for (const p of procs) {
-    const s = { ...(await sample(p.pid)) };
-    // Reported: the highest RSS and private memory read in the window (the last read included).
-    const seen = peak.get(p.pid)!;
-    s.rssMb = Math.max(s.rssMb, seen.rssMb);
-    s.anonMb = Math.max(s.anonMb, seen.anonMb);
+    const s = { ...(await sample(p.pid)), ...peak.get(p.pid)! };
     const cpuPct = ((s.cpuTicks - before.get(p.pid)!) / CLK_TCK / elapsed) * 100;
     const aims: string[] = [];
     let met: boolean | undefined;
