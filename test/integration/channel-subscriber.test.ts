@@ -1,14 +1,15 @@
 // The leader's subscription to its standbys' acknowledgements (sync mode) on a
-// real redis-server that goes away and comes back. ioredis's own
-// resubscription leaves a promise nobody handles; closing the subscriber in
-// the moment it resubscribes (a leader fenced by a restarted stream server
-// does exactly that) then ended the whole agent with "Connection is closed."
-import net from 'node:net';
-import { Redis } from 'ioredis';
+// real redis-server that goes away and comes back. The subscriber renews the
+// subscription itself after a reconnect; closing it in the moment it
+// resubscribes (a leader fenced by a restarted stream server does exactly
+// that) must not leave a rejection nobody handles: with ioredis's own
+// resubscription that ended the whole agent with "Connection is closed."
+import { RespClient } from '../../src/lib/resp/client.ts';
 import { afterEach, expect, it } from 'vitest';
 import { subscribeToChannel } from '../../src/agent/channel-subscriber.ts';
 import { removeWorkDir, startStreamServer, type LocalStreamServer } from '../../src/lib/localstores.ts';
 import { silentLogger } from '../../src/lib/log.ts';
+import { replyGate } from '../harness/reply-gate.ts';
 import { sleep, waitFor, withTimeout } from '../../src/lib/time.ts';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -25,8 +26,8 @@ async function server(port?: number): Promise<LocalStreamServer> {
   return s;
 }
 
-function client(url: string): Redis {
-  const r = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+function client(url: string): RespClient {
+  const r = RespClient.fromUrl(url, { commandTimeoutMs: 5000, retryDelayMs: () => 50 });
   r.on('error', () => undefined);
   cleanups.push(() => r.disconnect());
   return r;
@@ -52,54 +53,9 @@ async function unhandledDuring(body: () => Promise<void>): Promise<unknown[]> {
   return seen;
 }
 
-/**
- * A TCP proxy to the server that can drop every connection (the server, as
- * the client sees it, died) and can go mute (the server's replies stop
- * arriving), so a command can be left in flight at a chosen moment.
- */
-async function replyGate(upstreamPort: number): Promise<{ url: string; dropAll(): void; mute(): void }> {
-  const sockets = new Set<net.Socket>();
-  let muted = false;
-  const proxy = net.createServer((client) => {
-    const upstream = net.connect(upstreamPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => {
-        sockets.delete(s);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.on('data', (d) => upstream.write(d));
-    upstream.on('data', (d) => {
-      if (!muted) client.write(d);
-    });
-    client.on('end', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        proxy.close(() => resolve());
-      }),
-  );
-  const { port } = proxy.address() as net.AddressInfo;
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    dropAll: () => {
-      for (const s of sockets) s.destroy();
-    },
-    mute: () => {
-      muted = true;
-    },
-  };
-}
-
 it('closing the subscriber while its resubscription after a reconnect is unanswered rejects nothing unhandled', async () => {
   const store = await server();
-  const gate = await replyGate(store.port);
+  const gate = await replyGate(store.port, (c) => cleanups.push(c));
   const redis = client(gate.url);
   const sub = await subscribeToChannel({ redis, channel: 'acks', onMessage: () => undefined, timeoutMs: 5000, log: silentLogger() });
   cleanups.push(() => sub.close());
