@@ -12,6 +12,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { Redis } from 'ioredis';
+import { RespClient } from '../src/lib/resp/client.ts';
 import { OpLog } from '../src/agent/oplog.ts';
 import { OpLogTailer } from '../src/agent/tailer.ts';
 import { DRAGONFLY_BUILD_HINT, builtDragonfly } from '../src/lib/dragonfly.ts';
@@ -83,6 +84,7 @@ async function measure(name: string): Promise<ServerResult> {
   const { label, start } = SERVERS[name]!;
   const server = await startStreamServer(start);
   const redis = new Redis(server.url);
+  const agentConn = RespClient.fromUrl(server.url); // the agent's client, for the OpLog rows
   try {
     const version = /(redis_version|dragonfly_version):(\S+)/.exec(await redis.info('server'))?.[2] ?? '?';
     // 1. redis-benchmark, pipelined XADD on the same server.
@@ -110,7 +112,7 @@ async function measure(name: string): Promise<ServerResult> {
     let epoch = 1;
     for (const batch of [1, 16, 64]) {
       const keys = streamKeys({ namespace: 'bench', name: `append-${batch}` });
-      const oplog = new OpLog({ redis, keys, maxLength: 1_000_000, log });
+      const oplog = new OpLog({ redis: agentConn, keys, maxLength: 1_000_000, log });
       await oplog.raiseEpoch(++epoch, 0);
       const ops = Array.from({ length: batch }, (_, i) => ({ op: 'put', key: `k${i}`, payload: PAYLOAD }));
       let n = 0;
@@ -130,9 +132,9 @@ async function measure(name: string): Promise<ServerResult> {
     const applyLag: ServerResult['applyLag'] = [];
     for (const rate of RATES) {
       const keys = streamKeys({ namespace: 'bench', name: `lag-${rate}` });
-      const oplog = new OpLog({ redis, keys, maxLength: 1_000_000, log });
+      const oplog = new OpLog({ redis: agentConn, keys, maxLength: 1_000_000, log });
       await oplog.raiseEpoch(++epoch, 0);
-      const tailer = new OpLogTailer({ redis, keys, fromSeq: 1, log, blockMs: 200 }); // reads on its own duplicate connection
+      const tailer = new OpLogTailer({ redis: agentConn, keys, fromSeq: 1, log, blockMs: 200 }); // reads on its own duplicate connection
       const stop = new AbortController();
       const lags: number[] = [];
       let received = 0;
@@ -178,6 +180,7 @@ async function measure(name: string): Promise<ServerResult> {
     return { server: name, label, version, redisBenchmarkXadd, ioredisXadd: ioredisRun.entries / SECONDS, oplogAppend, applyLag };
   } finally {
     redis.disconnect();
+    agentConn.disconnect();
     await server.stop();
     removeWorkDir(server);
   }

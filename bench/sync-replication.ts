@@ -18,7 +18,7 @@
 import http from 'node:http';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
+import { RespClient } from '../src/lib/resp/client.ts';
 import { LocalCluster, type Member } from '../src/demo/localcluster.ts';
 import { OpLog } from '../src/agent/oplog.ts';
 import { OpLogTailer } from '../src/agent/tailer.ts';
@@ -109,9 +109,10 @@ function merge(a: Run, b: Run): Run {
 async function isolated(url: string, mode: 'async' | 'sync', rate: number, seconds: number, round: number): Promise<Run> {
   const log = silentLogger();
   const keys = streamKeys({ namespace: 'iso', name: `${mode}-${rate}-${round}` });
-  const leaderConn = new Redis(url);
-  const standbyConn = new Redis(url);
-  const sub = new Redis(url);
+  // The agent's own client, as the agents use it.
+  const leaderConn = RespClient.fromUrl(url);
+  const standbyConn = RespClient.fromUrl(url);
+  const sub = RespClient.fromUrl(url);
   const oplog = new OpLog({ redis: leaderConn, keys, maxLength: 10_000_000, log });
   const epoch = 1;
   await oplog.raiseEpoch(epoch, 0);

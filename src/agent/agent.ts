@@ -6,7 +6,6 @@
 //   leader --(lease lost, local deadline, fenced, resign)--> standby
 // It never imports the operator: it works while the operator is down.
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
 import type { AgentConfig } from './config.ts';
 import { EtcdMirror, LeaderElection, type ElectionEvent } from './election.ts';
 import { MemberRegistry } from './registry.ts';
@@ -37,6 +36,7 @@ import {
 } from './types.ts';
 import { clusterId, etcdKeys, streamKeys, type EtcdKeys } from '../lib/keys.ts';
 import { EtcdError, EtcdHttpClient } from '../lib/etcd-http/client.ts';
+import { RespClient } from '../lib/resp/client.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { sleep, waitFor, withTimeout } from '../lib/time.ts';
 import { credentialProblem, loadStoreCredentials, redactUrl, redisCredentialOptions, urlHasPassword } from '../lib/storeclients.ts';
@@ -82,7 +82,7 @@ export class Agent implements LocalApiBackend {
   readonly config: AgentConfig;
   private readonly log: Logger;
   private readonly etcd: EtcdHttpClient;
-  private readonly redis: Redis;
+  private readonly redis: RespClient;
   private readonly keys: EtcdKeys;
   private readonly board: StatusBoard;
   private readonly oplog: OpLog;
@@ -135,15 +135,13 @@ export class Agent implements LocalApiBackend {
     this.board = new StatusBoard(config.member);
     const credentials = loadStoreCredentials(config, config.redisPassword);
     this.etcd = new EtcdHttpClient({ endpoints: config.etcdEndpoints, ...(credentials.etcdTls ? { tls: credentials.etcdTls } : {}) });
-    this.redis = new Redis(config.redisUrl, {
+    this.redis = RespClient.fromUrl(config.redisUrl, {
       ...redisCredentialOptions(config.redisUrl, credentials),
-      lazyConnect: true,
-      connectTimeout: 3000,
-      // Fail a command rather than queue it for ever: an append must answer
-      // within its bound so the master can decide what to do.
-      maxRetriesPerRequest: 1,
-      commandTimeout: 5000,
-      retryStrategy: (times) => Math.min(times * 100, 1000),
+      connectTimeoutMs: 3000,
+      // Every command answers within its bound, so an append's caller (the
+      // master) can decide what to do; nothing waits for ever on a reconnect.
+      commandTimeoutMs: 5000,
+      retryDelayMs: (attempt) => Math.min(attempt * 100, 1000),
     });
     this.redis.on('error', (err: Error) => {
       this.lastRedisError = err.message;

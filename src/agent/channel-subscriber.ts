@@ -1,21 +1,19 @@
 // A Redis-protocol pub/sub subscription that survives the server going away.
 //
-// Why not ioredis's own autoResubscribe: on reconnect it sends SUBSCRIBE from
-// its ready handler and never handles that command's promise. If the
-// connection closes before the reply (the server restarts again, or we stop
-// the subscriber in that moment, which is exactly when a leader is fenced by
-// a restarted stream server), the promise rejects with "Connection is
-// closed." and nothing catches it: an unhandled rejection that ends the agent
-// process. A chaos run with restart-stream-server killed an agent this way.
-// Here the resubscription is ours, and its failure is logged, not thrown:
-// the next reconnect subscribes again.
-import type { Redis } from 'ioredis';
+// The client does not resubscribe on its own after a reconnect; this does,
+// on every 'ready' after the first. A resubscription can fail (the
+// connection closes again before the reply: the server restarts again, or we
+// stop the subscriber in that moment, which is exactly when a leader is fenced
+// by a restarted stream server); the failure is logged, never thrown, and
+// the next reconnect subscribes again. (ioredis's autoResubscribe left that
+// promise unhandled, and the unhandled rejection ended an agent in a chaos run.)
+import type { RespClient } from '../lib/resp/client.ts';
 import type { Logger } from '../lib/log.ts';
 import { withTimeout } from '../lib/time.ts';
 
 export interface ChannelSubscriber {
   /** The subscription's own connection, for its events (tests watch its reconnects). */
-  readonly connection: Redis;
+  readonly connection: RespClient;
   /** Ends the subscription and its connection. Idempotent. */
   close(): void;
 }
@@ -26,14 +24,14 @@ export interface ChannelSubscriber {
  * rejects (and closes) if that takes longer than `timeoutMs`.
  */
 export async function subscribeToChannel(opts: {
-  redis: Redis;
+  redis: RespClient;
   channel: string;
   onMessage: (message: string) => void;
   timeoutMs: number;
   log: Logger;
 }): Promise<ChannelSubscriber> {
   const { channel, log } = opts;
-  const conn = opts.redis.duplicate({ autoResubscribe: false });
+  const conn = opts.redis.duplicate();
   let closed = false;
   let connectedBefore = false;
   const close = (): void => {

@@ -14,7 +14,7 @@
 //   (Dragonfly locks the declared keys; see src/lib/keys.ts).
 // test/unit/lua-scripts.test.ts checks each script's syntax with luac5.1 and
 // luac5.4 and runs them under both interpreters against an in-memory stand-in.
-import type { Redis } from 'ioredis';
+import type { RespClient } from '../lib/resp/client.ts';
 
 /** Error code: the arguments do not have the shape the script expects; nothing was written. */
 export const LUA_ERR_BAD_ARGS = 'HSBADARGS';
@@ -117,11 +117,6 @@ return {e, int(redis.call('HGET', KEYS[4], fmt(e)))}
 /** Every script, by name, for the syntax and portability checks. */
 export const LUA_SCRIPTS: Readonly<Record<string, string>> = { append: APPEND_LUA, raiseEpoch: RAISE_EPOCH_LUA };
 
-interface ScriptRunner {
-  evalsha(sha: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-  eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-}
-
 /** The error code of a server error reply: its first word ("NOSCRIPT", "HSPARTIAL", ...). */
 export function replyErrorCode(err: unknown): string | undefined {
   if (!(err instanceof Error) || err.name !== 'ReplyError') return undefined;
@@ -135,15 +130,14 @@ export class LuaScript {
   constructor(source: string) {
     this.source = source;
   }
-  async run(redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
-    const runner = redis as unknown as ScriptRunner;
-    this.sha ??= (await redis.script('LOAD', this.source)) as string;
+  async run(redis: RespClient, keys: string[], args: (string | number)[]): Promise<unknown> {
+    this.sha ??= await redis.scriptLoad(this.source);
     try {
-      return await runner.evalsha(this.sha, keys.length, ...keys, ...args);
+      return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
     } catch (err) {
       // A restarted or failed-over server forgets loaded scripts.
       if (replyErrorCode(err) !== 'NOSCRIPT') throw err;
-      return runner.eval(this.source, keys.length, ...keys, ...args);
+      return redis.eval(this.source, keys.length, ...keys, ...args);
     }
   }
 }

@@ -18,7 +18,7 @@
 // script then appends it from there in one step, so it stays consecutive,
 // fenced and all-or-nothing.
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RespClient } from '../lib/resp/client.ts';
 import { crc32c } from '../lib/crc32c.ts';
 import type { StreamKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
@@ -41,7 +41,7 @@ export const SERVER_MAX_ARGS = 65_536;
 export const APPEND_ENTRIES_PER_COMMAND = 2048;
 
 export interface OpLogOptions {
-  redis: Redis;
+  redis: RespClient;
   keys: StreamKeys;
   /** The stream's approximate MAXLEN: a hard bound on its memory. */
   maxLength: number;
@@ -67,7 +67,7 @@ export function seqOfId(id: string): number {
 }
 
 export class OpLog {
-  private readonly redis: Redis;
+  private readonly redis: RespClient;
   private readonly keys: StreamKeys;
   private readonly maxLength: number;
   private readonly log: Logger;
@@ -157,10 +157,10 @@ export class OpLog {
   private async stage(stage: string, ops: readonly OpInput[]): Promise<void> {
     const pipeline = this.redis.pipeline();
     for (let from = 0; from < ops.length; from += APPEND_ENTRIES_PER_COMMAND) {
-      pipeline.rpush(stage, ...entryFields(ops, from, Math.min(ops.length, from + APPEND_ENTRIES_PER_COMMAND)));
+      pipeline.add('RPUSH', stage, ...entryFields(ops, from, Math.min(ops.length, from + APPEND_ENTRIES_PER_COMMAND)));
     }
-    pipeline.pexpire(stage, BATCH_MEMORY_MS);
-    const results = (await pipeline.exec()) ?? [];
+    pipeline.add('PEXPIRE', stage, BATCH_MEMORY_MS);
+    const results = await pipeline.exec();
     const failed = results.find(([err]) => err);
     if (failed) {
       await this.redis.del(stage).catch(() => undefined);

@@ -11,7 +11,7 @@
 // chunks, never a dangling descriptor.
 import { randomBytes } from 'node:crypto';
 import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
-import type { Redis } from 'ioredis';
+import type { RespClient } from '../lib/resp/client.ts';
 import { crc32c } from '../lib/crc32c.ts';
 import type { EtcdKeys, StreamKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
@@ -25,7 +25,7 @@ const CHUNKS_PER_ROUND = 16;
 const PUBLISH_ATTEMPTS = 3;
 
 export interface SnapshotStoreOptions {
-  redis: Redis;
+  redis: RespClient;
   etcd: EtcdHttpClient;
   streamKeys: StreamKeys;
   etcdKeys: EtcdKeys;
@@ -48,7 +48,7 @@ interface DescriptorList {
 }
 
 export class SnapshotStore {
-  private readonly redis: Redis;
+  private readonly redis: RespClient;
   private readonly etcd: EtcdHttpClient;
   private readonly sKeys: StreamKeys;
   private readonly eKeys: EtcdKeys;
@@ -111,8 +111,8 @@ export class SnapshotStore {
     for (let start = 0; start < d.chunks; start += CHUNKS_PER_ROUND) {
       const pipeline = this.redis.pipeline();
       const end = Math.min(d.chunks, start + CHUNKS_PER_ROUND);
-      for (let i = start; i < end; i++) pipeline.getBuffer(this.sKeys.snapshotChunk(d.id, i));
-      const results = (await pipeline.exec()) ?? [];
+      for (let i = start; i < end; i++) pipeline.addBuffer('GET', this.sKeys.snapshotChunk(d.id, i));
+      const results = await pipeline.exec();
       for (let i = start; i < end; i++) {
         const [err, chunk] = results[i - start] ?? [new Error('no reply'), null];
         if (err) throw err;
@@ -131,9 +131,9 @@ export class SnapshotStore {
     for (let start = 0; start < d.chunks; start += CHUNKS_PER_ROUND) {
       const pipeline = this.redis.pipeline();
       for (let i = start; i < Math.min(d.chunks, start + CHUNKS_PER_ROUND); i++) {
-        pipeline.set(this.sKeys.snapshotChunk(d.id, i), data.subarray(i * SNAPSHOT_CHUNK_BYTES, (i + 1) * SNAPSHOT_CHUNK_BYTES));
+        pipeline.add('SET', this.sKeys.snapshotChunk(d.id, i), data.subarray(i * SNAPSHOT_CHUNK_BYTES, (i + 1) * SNAPSHOT_CHUNK_BYTES));
       }
-      const results = (await pipeline.exec()) ?? [];
+      const results = await pipeline.exec();
       const failed = results.find(([err]) => err);
       if (failed) throw failed[0]!;
     }

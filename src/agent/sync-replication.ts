@@ -21,7 +21,7 @@
 //   sync); a write that times out there aborts the attempt.
 // Every wait is bounded by syncTimeoutMs; every timer is cleared on stop().
 import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
-import type { Redis } from 'ioredis';
+import type { RespClient } from '../lib/resp/client.ts';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
 import { MASTER_DOWN_STATE } from './candidacy.ts';
@@ -43,7 +43,7 @@ const ETCD_CALL_TIMEOUT_MS = 2000;
 export interface SyncReplicatorOptions {
   etcd: EtcdHttpClient;
   /** Duplicated for the subscription (a subscribed connection takes no other command). */
-  redis: Redis;
+  redis: RespClient;
   keys: EtcdKeys;
   channel: string;
   member: string;

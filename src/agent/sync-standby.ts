@@ -17,7 +17,7 @@
 // trip (~0.1 ms on loopback) and reaches the leader's subscription at once. It
 // needs no durability: each ack is cumulative, a missed one is carried by the
 // next, and an idle standby repeats its position every heartbeat.
-import type { Redis } from 'ioredis';
+import type { RespClient } from '../lib/resp/client.ts';
 import type { Logger } from '../lib/log.ts';
 import type { OpEntry } from './types.ts';
 import { formatAck } from './sync-record.ts';
@@ -90,7 +90,7 @@ export class ReceivedBuffer {
 }
 
 export interface SyncStandbyOptions {
-  redis: Redis;
+  redis: RespClient;
   channel: string;
   member: string;
   log: Logger;
@@ -147,7 +147,7 @@ export class SyncStandby {
 
   /**
    * Sent at once, never held back behind the previous reply: one connection
-   * keeps them in order (ioredis pipelines), so the leader sees positions
+   * keeps them in order (commands are written in order), so the leader sees positions
    * only move forward, and a slow reply does not delay the next ack.
    */
   private publish(position: { epoch: number; seq: number }): void {

@@ -8,7 +8,7 @@
 // the new epoch must start exactly after the previous entry (else the stream
 // was reset and rebuilt with a different history). On any of these the tailer
 // answers `resync` and the master reloads from the latest snapshot.
-import type { Redis } from 'ioredis';
+import type { RespClient } from '../lib/resp/client.ts';
 import { crc32c } from '../lib/crc32c.ts';
 import type { StreamKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
@@ -24,7 +24,7 @@ export type TailEvent =
   | { type: 'resync'; reason: ResyncReason; detail: string };
 
 export interface OpLogTailerOptions {
-  redis: Redis;
+  redis: RespClient;
   keys: StreamKeys;
   /** The first sequence wanted (the master's applied sequence + 1). */
   fromSeq: number;
@@ -38,7 +38,7 @@ export interface OpLogTailerOptions {
 type StreamReply = Array<[string, Array<[string, string[]]>]> | null;
 
 export class OpLogTailer {
-  private readonly conn: Redis;
+  private readonly conn: RespClient;
   private readonly keys: StreamKeys;
   private readonly log: Logger;
   private readonly blockMs: number;
@@ -53,10 +53,10 @@ export class OpLogTailer {
 
   constructor(opts: OpLogTailerOptions) {
     if (!Number.isSafeInteger(opts.fromSeq) || opts.fromSeq < 1) throw new Error(`fromSeq must be an integer >= 1, got ${opts.fromSeq}`);
-    // RESP2 on this connection: under RESP3 Dragonfly answers an XREAD BLOCK that a write woke
-    // with RESP2's array of [key, entries] instead of the map it sends otherwise, and ioredis,
-    // expecting the map, mangles it to [[key, entries], null]: the entries would be missed.
-    this.conn = opts.redis.duplicate({ protocol: 2 });
+    // A connection of its own: XREAD BLOCK holds it for up to blockMs. It speaks RESP2
+    // (the client never sends HELLO 3): under RESP3 Dragonfly answers an XREAD BLOCK that a
+    // write woke with RESP2's array of [key, entries] instead of the map it sends otherwise.
+    this.conn = opts.redis.duplicate();
     this.conn.on('error', (err: Error) => opts.log.debug({ err: err.message }, 'tailer connection error'));
     this.keys = opts.keys;
     this.log = opts.log;

@@ -6,7 +6,6 @@
 // accept the same things.
 import fs from 'node:fs';
 import type { IOptions as EtcdOptions } from 'etcd3';
-import type { RedisOptions } from 'ioredis';
 
 /** PEM contents, not paths: the operator reads them from Secrets, the agent from mounted files. */
 export interface EtcdTls {
@@ -38,9 +37,15 @@ export function etcdCredentialOptions(tls: EtcdTls | undefined): Pick<EtcdOption
   };
 }
 
-/** The ioredis options that carry the password and the TLS CA (empty without them). */
-export function redisCredentialOptions(url: string, creds: Pick<StoreCredentials, 'redisPassword' | 'redisCa'>): Partial<RedisOptions> {
-  const options: Partial<RedisOptions> = {};
+/** What a Redis-protocol client needs besides the URL; ioredis and the agent's RespClient both take this shape. */
+export interface RedisCredentialOptions {
+  password?: string;
+  tls?: { ca: Buffer };
+}
+
+/** The client options that carry the password and the TLS CA (empty without them). */
+export function redisCredentialOptions(url: string, creds: Pick<StoreCredentials, 'redisPassword' | 'redisCa'>): RedisCredentialOptions {
+  const options: RedisCredentialOptions = {};
   if (creds.redisPassword !== undefined) {
     if (urlHasPassword(url)) throw new Error('the stream server URL already has a password; give it in one place only');
     options.password = creds.redisPassword;

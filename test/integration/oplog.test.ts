@@ -2,6 +2,7 @@
 // appends; raiseEpoch; and a tailer that refuses every real fault (gap,
 // duplicate, crc, trimmed, reset) with a resync instead of handing it on.
 import { Redis } from 'ioredis';
+import { RespClient } from '../../src/lib/resp/client.ts';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { APPEND_LUA, LUA_ERR_BAD_ARGS, LuaScript, replyErrorCode } from '../../src/agent/oplog-scripts.ts';
 import { APPEND_ENTRIES_PER_COMMAND, OpLog, SERVER_MAX_ARGS } from '../../src/agent/oplog.ts';
@@ -18,7 +19,9 @@ const ops = (n: number, tag = 'v'): Array<{ op: string; key: string; payload: st
 
 describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
   const stores = useStores({ streamServer });
+  /** For the test's own reads and writes; `conn` is the agent's client, under test. */
   let redis: Redis;
+  let conn: RespClient;
   let keys: StreamKeys;
   let oplog: OpLog;
   let clusterNo = 0;
@@ -26,16 +29,20 @@ describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
 
   beforeAll(() => {
     redis = new Redis(stores().redis.url);
+    conn = RespClient.fromUrl(stores().redis.url, { commandTimeoutMs: 30_000 });
   });
-  afterAll(() => redis.disconnect());
+  afterAll(() => {
+    redis.disconnect();
+    conn.disconnect();
+  });
 
   const fresh = async (epoch = 10): Promise<void> => {
     keys = streamKeys({ namespace: 'test', name: `c${++clusterNo}` });
-    oplog = new OpLog({ redis, keys, maxLength: 100_000, log });
+    oplog = new OpLog({ redis: conn, keys, maxLength: 100_000, log });
     await oplog.raiseEpoch(epoch, 0);
   };
   const tailer = (fromSeq: number): OpLogTailer => {
-    const t = new OpLogTailer({ redis, keys, fromSeq, log, blockMs: 100 });
+    const t = new OpLogTailer({ redis: conn, keys, fromSeq, log, blockMs: 100 });
     tailers.push(t);
     return t;
   };
@@ -93,7 +100,7 @@ describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
     expect(await oplog.headSeq()).toBe(2);
     expect(await oplog.length()).toBe(2);
     // The next leader had applied 5: its epoch starts above it.
-    const next = new OpLog({ redis, keys, maxLength: 100_000, log });
+    const next = new OpLog({ redis: conn, keys, maxLength: 100_000, log });
     expect(await next.raiseEpoch(11, 5)).toEqual({ epoch: 11, headSeq: 5 });
     expect(await next.append(11, ops(1), 'b')).toEqual({ firstSeq: 6, lastSeq: 6 });
   });
@@ -113,7 +120,7 @@ describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
 
   it('trims to MAXLEN and before a sequence', async () => {
     keys = streamKeys({ namespace: 'test', name: `c${++clusterNo}` });
-    oplog = new OpLog({ redis, keys, maxLength: 1000, log });
+    oplog = new OpLog({ redis: conn, keys, maxLength: 1000, log });
     await oplog.raiseEpoch(1, 0);
     for (let i = 0; i < 10; i++) await oplog.append(1, ops(500), `t${i}`);
     expect(await oplog.length()).toBeLessThan(2000);
@@ -171,7 +178,7 @@ describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
     await fresh(10);
     const script = new LuaScript(APPEND_LUA);
     // Says 2 entries, carries 1.
-    const err = await script.run(redis, [keys.epoch, keys.head, keys.log, keys.batch('x')], [10, 1000, 1000, 2, 0, 'put', 'k', 'p', 1]).catch((e: unknown) => e);
+    const err = await script.run(conn, [keys.epoch, keys.head, keys.log, keys.batch('x')], [10, 1000, 1000, 2, 0, 'put', 'k', 'p', 1]).catch((e: unknown) => e);
     expect(replyErrorCode(err)).toBe(LUA_ERR_BAD_ARGS);
     expect(await oplog.headSeq()).toBe(0);
     expect(await oplog.length()).toBe(0);
@@ -193,7 +200,7 @@ describeEachStreamServer('OpLog and OpLogTailer', (streamServer) => {
 
   it('abort ends a blocked read at once', async () => {
     await fresh(10);
-    const t = new OpLogTailer({ redis, keys, fromSeq: 1, log, blockMs: 10_000 });
+    const t = new OpLogTailer({ redis: conn, keys, fromSeq: 1, log, blockMs: 10_000 });
     tailers.push(t);
     const abort = new AbortController();
     const started = Date.now();

@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { EtcdHttpClient } from '../../src/lib/etcd-http/client.ts';
 import { Redis } from 'ioredis';
+import { RespClient } from '../../src/lib/resp/client.ts';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { SnapshotCorruptError, SnapshotStore, SNAPSHOT_CHUNK_BYTES } from '../../src/agent/snapshots.ts';
 import { NotLeaderError } from '../../src/agent/types.ts';
@@ -14,15 +15,18 @@ describeEachStreamServer('SnapshotStore on real etcd', (streamServer) => {
   const stores = useStores({ streamServer });
   let etcd: EtcdHttpClient;
   let redis: Redis;
+  let conn: RespClient;
   let n = 0;
 
   beforeAll(() => {
     etcd = new EtcdHttpClient({ endpoints: [stores().etcd.endpoint] });
     redis = new Redis(stores().redis.url);
+    conn = RespClient.fromUrl(stores().redis.url, { commandTimeoutMs: 30_000 });
   });
   afterAll(() => {
     etcd.close();
     redis.disconnect();
+    conn.disconnect();
   });
 
   /** A store for a fresh cluster whose leader key exists; returns the epoch (its create revision). */
@@ -31,7 +35,7 @@ describeEachStreamServer('SnapshotStore on real etcd', (streamServer) => {
     const eKeys = etcdKeys(ref);
     await etcd.put({ key: eKeys.leader, value: JSON.stringify({ member: 'm-0' }) });
     const epoch = Number((await etcd.range({ key: eKeys.leader })).kvs[0]!.create_revision);
-    const store = new SnapshotStore({ redis, etcd, streamKeys: streamKeys(ref), etcdKeys: eKeys, keep, log: silentLogger() });
+    const store = new SnapshotStore({ redis: conn, etcd, streamKeys: streamKeys(ref), etcdKeys: eKeys, keep, log: silentLogger() });
     return { store, epoch, ref };
   }
 

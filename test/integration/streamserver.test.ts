@@ -3,7 +3,7 @@
 // and fenced under concurrent writers on many connections; XREAD BLOCK wakes on
 // entries a script added; MINID and MAXLEN ~ trimming; a restart from --dir and
 // --dbfilename keeps the stream and its IDs; a replica holds the same IDs.
-import { Redis } from 'ioredis';
+import { RespClient } from '../../src/lib/resp/client.ts';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { OpLog, seqOfId } from '../../src/agent/oplog.ts';
 import { OpLogTailer } from '../../src/agent/tailer.ts';
@@ -24,12 +24,12 @@ const field = (e: Entry, name: string): string => e[1][e[1].indexOf(name) + 1]!;
 
 describeEachStreamServer('what the oplog relies on', (kind) => {
   let server: LocalStreamServer;
-  let redis: Redis;
-  const extra: Array<{ server: LocalStreamServer; client?: Redis }> = [];
+  let redis: RespClient;
+  const extra: Array<{ server: LocalStreamServer; client?: RespClient }> = [];
 
   beforeAll(async () => {
     server = await startStreamServer({ kind });
-    redis = new Redis(server.url);
+    redis = RespClient.fromUrl(server.url);
   });
   afterEach(async () => {
     for (const x of extra.splice(0)) {
@@ -49,7 +49,7 @@ describeEachStreamServer('what the oplog relies on', (kind) => {
     const old = new OpLog({ redis, keys, maxLength: 10_000, log });
     await old.raiseEpoch(1, 0);
     expect(await old.append(1, ops(5, 'e1'), 'b1')).toEqual({ firstSeq: 1, lastSeq: 5 });
-    const other = new Redis(server.url);
+    const other = RespClient.fromUrl(server.url);
     try {
       await new OpLog({ redis: other, keys, maxLength: 10_000, log }).raiseEpoch(2, 5);
       await expect(old.append(1, ops(3, 'stale'), 'b2')).rejects.toBeInstanceOf(FencedError);
@@ -63,7 +63,7 @@ describeEachStreamServer('what the oplog relies on', (kind) => {
 
   it('the append script is atomic: 40 concurrent batches on 8 connections land whole, in consecutive sequences', async () => {
     const keys = freshKeys();
-    const clients = Array.from({ length: 8 }, () => new Redis(server.url));
+    const clients = Array.from({ length: 8 }, () => RespClient.fromUrl(server.url));
     try {
       await new OpLog({ redis, keys, maxLength: 100_000, log }).raiseEpoch(1, 0);
       const results = await Promise.all(
@@ -94,7 +94,7 @@ describeEachStreamServer('what the oplog relies on', (kind) => {
     try {
       const blocked = tailer.next(new AbortController().signal);
       // Append only once the reader is parked, so the wake-up is what is tested.
-      await waitFor(async () => /blocked_clients:[1-9]/.test(await redis.info('clients')), { timeoutMs: 5000, what: 'the XREAD to block' });
+      await waitFor(async () => /blocked_clients:[1-9]/.test(String(await redis.call('INFO', 'clients'))), { timeoutMs: 5000, what: 'the XREAD to block' });
       await oplog.append(1, ops(3, 'woken'), 'x2');
       // A read that timed out, or missed what woke it, would be an idle event instead.
       const got = await blocked;
@@ -129,7 +129,7 @@ describeEachStreamServer('what the oplog relies on', (kind) => {
     const own = await startStreamServer({ kind });
     extra.push({ server: own });
     const keys = freshKeys();
-    let client = new Redis(own.url, { maxRetriesPerRequest: 0 });
+    let client = RespClient.fromUrl(own.url);
     const oplog = new OpLog({ redis: client, keys, maxLength: 10_000, log });
     await oplog.raiseEpoch(3, 0);
     for (let b = 0; b < 5; b++) await oplog.append(3, ops(40, `r${b}`), `r${b}`);
@@ -140,7 +140,7 @@ describeEachStreamServer('what the oplog relies on', (kind) => {
     await own.stop(); // SIGTERM: Dragonfly writes its snapshot to --dir/--dbfilename on shutdown
     const again = await startStreamServer({ kind, workDir: own.workDir, reuse: { port: own.port, dir: own.dir } });
     extra.push({ server: again });
-    client = new Redis(again.url);
+    client = RespClient.fromUrl(again.url);
     extra.at(-1)!.client = client;
     expect((await client.xrange(keys.log, '-', '+')) as Entry[]).toEqual(before);
     const reopened = new OpLog({ redis: client, keys, maxLength: 10_000, log });
@@ -155,7 +155,7 @@ describeEachStreamServer('what the oplog relies on', (kind) => {
     await oplog.raiseEpoch(1, 0);
     await oplog.append(1, ops(50, 'before-sync'), 'p1'); // in the replica's full sync
     const replica = await startStreamServer({ kind, name: `${kind}-replica`, replicaOf: `127.0.0.1:${server.port}` });
-    const client = new Redis(replica.url);
+    const client = RespClient.fromUrl(replica.url);
     extra.push({ server: replica, client });
     for (let b = 0; b < 5; b++) await oplog.append(1, ops(30, `streamed${b}`), `p${b + 2}`); // streamed after it
     await waitFor(async () => (await client.xlen(keys.log)) === 200, { timeoutMs: 20_000, what: 'the replica to hold 200 entries' });
