@@ -173,6 +173,19 @@ describeEachStreamServer('RespClient', (kind) => {
     await waitFor(async () => (await c.ping().catch(() => 'down')) === 'PONG', { timeoutMs: 10_000, what: 'the client to reach the restarted server' });
   });
 
+  it('connect() during a reconnect delay connects now, and the delay does not open a second connection', async () => {
+    const gate = await replyGate(server.port, (c) => cleanups.push(c));
+    const c = client(gate.url, { retryDelayMs: () => 500 });
+    expect(await c.ping()).toBe('PONG');
+    gate.dropAll();
+    await waitFor(() => c.status === 'reconnecting', { timeoutMs: 2000, what: 'the drop to be seen' });
+    await c.connect();
+    expect(gate.accepted()).toBe(2);
+    await sleep(800); // past the reconnect delay
+    expect(gate.accepted()).toBe(2);
+    expect(await c.ping()).toBe('PONG');
+  });
+
   it('disconnect() fails what is pending, refuses what comes after, and never reconnects', async () => {
     const gate = await replyGate(server.port, (c) => cleanups.push(c));
     const c = client(gate.url);

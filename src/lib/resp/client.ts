@@ -121,6 +121,9 @@ export class RespClient extends EventEmitter {
   connect(): Promise<void> {
     if (this.currentStatus === 'ready') return Promise.resolve();
     if (this.currentStatus === 'end') return Promise.reject(new Error(CLOSED_MESSAGE));
+    // Waiting out a reconnect delay: try now instead (the timer must not open a second socket).
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.connecting ??= this.open();
     return this.connecting;
   }
@@ -412,7 +415,7 @@ export class RespClient extends EventEmitter {
     this.currentStatus = 'reconnecting';
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
-      if (this.currentStatus === 'end') return;
+      if (this.currentStatus === 'end' || this.socket) return;
       this.connecting ??= this.open();
       this.connecting.catch(() => undefined);
     }, delay);
