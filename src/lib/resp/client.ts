@@ -394,13 +394,8 @@ export class RespClient extends EventEmitter {
     this.parser.reset();
     this.subscribed = 0;
     const wasReady = this.currentStatus === 'ready';
-    const inFlight = this.inFlight;
-    this.inFlight = [];
-    for (const command of inFlight) this.fail(command, reason);
-    // Commands waiting for this attempt fail with it; new ones wait for the next.
-    const waiting = this.waiting;
-    this.waiting = [];
-    for (const { command } of waiting) this.fail(command, reason);
+    // What was sent fails, and so do commands waiting for this attempt; new ones wait for the next.
+    this.failAll(reason);
     if (wasReady) this.emit('close');
     this.scheduleReconnect();
   }
