@@ -91,8 +91,8 @@ export class RespClient extends EventEmitter {
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private connecting: Promise<void> | undefined;
-  /** Channels this connection is subscribed to; replies on it are then pushes. */
-  private subscribed = 0;
+  /** SUBSCRIBE was answered on this connection: "message" arrays on it are then pushes. */
+  private subscribed = false;
 
   constructor(options: RespClientOptions) {
     super();
@@ -292,7 +292,7 @@ export class RespClient extends EventEmitter {
       });
       socket.on('close', () => {
         settle(new Error(CLOSED_MESSAGE));
-        if (this.socket === socket) this.dropConnection(new Error(CLOSED_MESSAGE), socket);
+        this.dropConnection(new Error(CLOSED_MESSAGE), socket);
       });
       socket.once(this.options.tls ? 'secureConnect' : 'connect', () => {
         this.handshake(socket).then(
@@ -348,11 +348,11 @@ export class RespClient extends EventEmitter {
       replies = this.parser.feed(chunk, (i) => this.inFlight[i]?.buffers ?? false);
     } catch (err) {
       this.reportError(err as Error);
-      this.dropConnection(err as ProtocolError, socket);
+      this.dropConnection(err as Error, socket);
       return;
     }
     for (const reply of replies) {
-      if (this.subscribed > 0 && this.isPush(reply)) {
+      if (this.subscribed && this.isPush(reply)) {
         this.deliverPush(reply as RespValue[]);
         continue;
       }
@@ -361,14 +361,13 @@ export class RespClient extends EventEmitter {
         this.dropConnection(new ProtocolError('the server sent a reply nobody asked for'), socket);
         return;
       }
-      if (command.timer) clearTimeout(command.timer);
-      command.timer = undefined;
+      stopTimer(command);
       if (reply instanceof ReplyError) {
         command.reject(reply);
         continue;
       }
       // Set here, not after the caller's await: a message may follow in this same read.
-      if (command.name === 'SUBSCRIBE') this.subscribed = 1;
+      if (command.name === 'SUBSCRIBE') this.subscribed = true;
       command.resolve(reply);
     }
   }
@@ -392,7 +391,7 @@ export class RespClient extends EventEmitter {
     this.socket = undefined;
     socket.destroy();
     this.parser.reset();
-    this.subscribed = 0;
+    this.subscribed = false;
     const wasReady = this.currentStatus === 'ready';
     // What was sent fails, and so do commands waiting for this attempt; new ones wait for the next.
     this.failAll(reason);
@@ -427,10 +426,14 @@ export class RespClient extends EventEmitter {
   }
 
   private fail(command: PendingCommand, reason: Error): void {
-    if (command.timer) clearTimeout(command.timer);
-    command.timer = undefined;
+    stopTimer(command);
     command.reject(reason);
   }
+}
+
+function stopTimer(command: PendingCommand): void {
+  if (command.timer) clearTimeout(command.timer);
+  command.timer = undefined;
 }
 
 /** Results of RespPipeline.exec(): [error, null] or [null, reply] per command, in order. */
@@ -442,10 +445,6 @@ export class RespPipeline {
 
   constructor(client: RespClient) {
     this.client = client;
-  }
-
-  get length(): number {
-    return this.commands.length;
   }
 
   add(name: string, ...args: RespArg[]): this {
