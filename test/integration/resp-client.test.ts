@@ -224,6 +224,31 @@ describeEachStreamServer('RespClient', (kind) => {
   });
 });
 
+it('a reply that is not RESP2 fails the command in flight as a closed connection (its outcome is unknown), then reconnects', async () => {
+  // No real server sends such bytes; a TCP stand-in answers the first command with them, later ones properly.
+  let connections = 0;
+  const sockets: net.Socket[] = [];
+  const fake = net.createServer((s) => {
+    sockets.push(s);
+    const first = ++connections === 1;
+    s.on('data', () => s.write(first ? '%1\r\n' : '+PONG\r\n'));
+  });
+  await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+  const { port } = fake.address() as net.AddressInfo;
+  const c = RespClient.fromUrl(`redis://127.0.0.1:${port}`, { commandTimeoutMs: 2000, retryDelayMs: () => 50 });
+  c.on('error', () => undefined);
+  try {
+    // The agent's append path treats "Connection is closed" as "may have run: look the batch up".
+    await expect(c.call('INCR', 'k')).rejects.toThrow(/^Connection is closed\. \(unexpected reply type byte 0x25/);
+    await waitFor(async () => (await c.ping().catch(() => 'down')) === 'PONG', { timeoutMs: 5000, what: 'the client to reconnect' });
+    expect(connections).toBe(2);
+  } finally {
+    c.disconnect();
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => fake.close(() => resolve()));
+  }
+});
+
 it('a stream server URL that is not redis:// or rediss:// is refused with the fix', () => {
   expect(() => RespClient.fromUrl('http://127.0.0.1:6379')).toThrow(/must start with redis:\/\/ or rediss:\/\//);
   expect(() => RespClient.fromUrl('not a url')).toThrow(/is not a URL; use redis:\/\/host:port/);

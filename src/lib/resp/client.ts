@@ -259,7 +259,7 @@ export class RespClient extends EventEmitter {
     // matched to their commands once one is given up, so the connection goes
     // (and reconnects), failing the rest as well.
     command.reject(new Error(`Command timed out: ${command.name} (no reply within ${this.options.commandTimeoutMs} ms)`));
-    this.dropConnection(new Error(`${CLOSED_MESSAGE} (a command timed out)`));
+    this.dropConnection(new Error('a command timed out'));
   }
 
   private open(): Promise<void> {
@@ -385,7 +385,12 @@ export class RespClient extends EventEmitter {
     if (this.listenerCount('error') > 0) this.emit('error', err);
   }
 
-  /** The connection is unusable: fail what was sent, and reconnect unless ended. */
+  /**
+   * The connection is unusable: fail what was sent, and reconnect unless ended.
+   * Whatever the reason (a close, a timeout, bytes that are not RESP2, a refused
+   * AUTH), the commands fail with "Connection is closed. (<reason>)": a command
+   * that was sent may have run, and the agent must treat its outcome as unknown.
+   */
   private dropConnection(reason: Error, socket: net.Socket | undefined = this.socket): void {
     if (socket !== this.socket || !socket) return;
     this.socket = undefined;
@@ -393,8 +398,9 @@ export class RespClient extends EventEmitter {
     this.parser.reset();
     this.subscribed = false;
     const wasReady = this.currentStatus === 'ready';
+    const closed = reason.message.startsWith(CLOSED_MESSAGE) ? reason : new Error(`${CLOSED_MESSAGE} (${reason.message})`, { cause: reason });
     // What was sent fails, and so do commands waiting for this attempt; new ones wait for the next.
-    this.failAll(reason);
+    this.failAll(closed);
     if (wasReady) this.emit('close');
     this.scheduleReconnect();
   }
