@@ -995,6 +995,12 @@ class StoreCredentialsError extends Error {
   override name = 'StoreCredentialsError';
 }
 
+/**
+ * The stream server may have run the command: the agent's RespClient says so with
+ * "Connection is closed. (...)" or "Command timed out". The socket-level codes
+ * are kept although that client wraps them: a wrong "no" here would answer a
+ * possibly appended batch as failed, a wrong "yes" only costs a lookup.
+ */
 function isConnectionError(err: unknown): boolean {
   const message = (err as Error | undefined)?.message ?? '';
   return /Connection is closed|ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|Command timed out|Stream isn't writeable|MaxRetriesPerRequest/i.test(message);
