@@ -20,6 +20,36 @@ export default tseslint.config(
     },
   },
   {
+    // What the per-pod processes (agent, reference master) load. An ES import of
+    // a built-in evaluates every export of it, lazy ones included: node:fs's
+    // `promises` loads node:readline, node:util's and node:net's load worker,
+    // diff and address-list modules, node:crypto's `webcrypto`, node:http's
+    // undici and http2. process.getBuiltinModule() returns the module without
+    // that; ~2 MB RSS per process (docs/footprint.md, seventh round).
+    // test/integration/module-footprint.test.ts checks the outcome.
+    files: [
+      'src/agent/**/*.ts',
+      'src/kvmaster/**/*.ts',
+      'src/lib/resp/**/*.ts',
+      'src/lib/etcd-http/**/*.ts',
+      'src/lib/{storeclients,log,keys,time,lines,labels,crc32c}.ts',
+      'src/cli/{main,command,signals}.ts',
+      'src/cli/commands/{index,agent,kvmaster}.ts',
+    ],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: ['node:fs', 'node:fs/promises', 'node:util', 'node:crypto', 'node:net', 'node:http'].map((name) => ({
+            name,
+            allowTypeImports: true,
+            message: `use process.getBuiltinModule('${name}') instead: an ES import of it loads modules this per-pod process never uses (see eslint.config.js).`,
+          })),
+        },
+      ],
+    },
+  },
+  {
     files: ['bin/**/*.js', 'eslint.config.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
   },

@@ -2,7 +2,6 @@
 // Entry point of the `hotstandby` command. Runs the compiled CLI from dist/
 // when it has been built (the image), else the TypeScript sources directly
 // (Node 24 strips types natively), so a checkout works without a build step.
-import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 
@@ -15,6 +14,9 @@ if (major < 24) {
   process.exit(1);
 }
 
+// Not an ES import of node:fs: that reads every export of it, and its
+// `promises` loads node:readline and more that no command needs (docs/footprint.md).
+const { existsSync } = process.getBuiltinModule('node:fs');
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const built = path.join(root, 'dist', 'cli', 'main.js');
 const source = path.join(root, 'src', 'cli', 'main.ts');

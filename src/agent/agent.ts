@@ -5,7 +5,6 @@
 //   promoting --(epoch raised, master applied the log to its end)--> leader
 //   leader --(lease lost, local deadline, fenced, resign)--> standby
 // It never imports the operator: it works while the operator is down.
-import { randomUUID } from 'node:crypto';
 import type { AgentConfig } from './config.ts';
 import { EtcdMirror, LeaderElection, type ElectionEvent } from './election.ts';
 import { MemberRegistry } from './registry.ts';
@@ -40,6 +39,8 @@ import { RespClient } from '../lib/resp/client.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { sleep, waitFor, withTimeout } from '../lib/time.ts';
 import { credentialProblem, loadStoreCredentials, redactUrl, redisCredentialOptions, urlHasPassword } from '../lib/storeclients.ts';
+
+const { randomUUID } = process.getBuiltinModule('node:crypto');
 
 export const AGENT_VERSION = '0.1.0';
 

@@ -1,13 +1,14 @@
 // The agent's settings: defaults, parsing from flags and environment, and
 // validation with messages that name the setting and the fix. Flags win over
 // environment variables (HOTSTANDBY_<NAME>), which win over defaults.
-import fs from 'node:fs';
 import os from 'node:os';
 import { parseClusterId, type ClusterRef } from '../lib/keys.ts';
 import { urlHasPassword } from '../lib/storeclients.ts';
 import { IN_CLUSTER_CA_FILE, IN_CLUSTER_NAMESPACE_FILE, IN_CLUSTER_TOKEN_FILE, type KubeAccess } from './kube-client.ts';
 import { parseHostPort } from './health-server.ts';
 import { REPLICATION_MODES, SYNC_TIMEOUT_ACTIONS, type ReplicationMode, type SyncTimeoutAction } from './sync-record.ts';
+
+const fs = process.getBuiltinModule('node:fs');
 
 export interface AgentConfig {
   cluster: ClusterRef;

@@ -18,13 +18,14 @@
 // 25 leases whatever the rate, and nobody (not the leader, not the operator)
 // has to run a cleanup for the prefix to stay bounded. See
 // docs/deletes-and-metadata.md for the trade-offs.
-import { randomBytes } from 'node:crypto';
 import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
 import type { WatchResponse } from '../lib/etcd-http/types.ts';
 import { EtcdWatchCanceledError } from '../lib/etcd-http/watch.ts';
 import type { EtcdKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
 import { sleep } from '../lib/time.ts';
+
+const { randomBytes } = process.getBuiltinModule('node:crypto');
 
 export interface DeleteEvent {
   /** etcd mod revision of the event: its position; resume from revision + 1. */

@@ -5,8 +5,9 @@
 // Credentials come from files that Kubernetes rotates (projected service
 // account tokens expire and are rewritten in place), so the token and CA are
 // re-read every TOKEN_REFRESH_MS and at once after a 401.
-import fs from 'node:fs';
 import https from 'node:https';
+
+const fs = process.getBuiltinModule('node:fs');
 
 /** Where the API server is and how to authenticate to it. */
 export interface KubeAccess {

@@ -17,13 +17,14 @@
 // one command is first pushed to a short-lived stage list in pieces; the same
 // script then appends it from there in one step, so it stays consecutive,
 // fenced and all-or-nothing.
-import { randomBytes } from 'node:crypto';
 import type { RespClient } from '../lib/resp/client.ts';
 import { crc32c } from '../lib/crc32c.ts';
 import type { StreamKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
 import { APPEND_LUA, LUA_ERR_PARTIAL, LuaScript, RAISE_EPOCH_LUA, replyErrorCode } from './oplog-scripts.ts';
 import { FencedError, entryChecksumInput, type OpInput } from './types.ts';
+
+const { randomBytes } = process.getBuiltinModule('node:crypto');
 
 /** How long the server remembers a batch id, to settle an append whose reply was lost. */
 const BATCH_MEMORY_MS = 120_000;

@@ -9,13 +9,14 @@
 // our epoch (a deposed leader cannot publish), then the chunks of snapshots no
 // longer kept are deleted. A crash between steps leaves at most unreferenced
 // chunks, never a dangling descriptor.
-import { randomBytes } from 'node:crypto';
 import type { EtcdHttpClient } from '../lib/etcd-http/client.ts';
 import type { RespClient } from '../lib/resp/client.ts';
 import { crc32c } from '../lib/crc32c.ts';
 import type { EtcdKeys, StreamKeys } from '../lib/keys.ts';
 import type { Logger } from '../lib/log.ts';
 import { NotLeaderError, type SnapshotDescriptor } from './types.ts';
+
+const { randomBytes } = process.getBuiltinModule('node:crypto');
 
 /** Small enough for one Redis bulk string to travel without stalling the server. */
 export const SNAPSHOT_CHUNK_BYTES = 256 * 1024;

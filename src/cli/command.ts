@@ -1,7 +1,9 @@
 // The shape every `hotstandby <command>` implements. Each command lives in its
 // own file under commands/ and is listed once, with its one-line summary, in
 // commands/index.ts, which imports the file only when the command is used.
-import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import type { ParseArgsOptionsConfig } from 'node:util';
+
+const { parseArgs } = process.getBuiltinModule('node:util');
 
 export interface Command {
   name: string;

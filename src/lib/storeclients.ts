@@ -4,8 +4,9 @@
 // optionally over TLS (rediss://). The agent, `hotstandby status` and the
 // operator build their clients from the same options object, so all three
 // accept the same things.
-import fs from 'node:fs';
 import type { IOptions as EtcdOptions } from 'etcd3';
+
+const fs = process.getBuiltinModule('node:fs');
 
 /** PEM contents, not paths: the operator reads them from Secrets, the agent from mounted files. */
 export interface EtcdTls {

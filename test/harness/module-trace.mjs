@@ -2,9 +2,11 @@
 // and CommonJS alike, and writes their URLs, one a line, to the file named by
 // $HOTSTANDBY_MODULE_TRACE when the process exits, then Node's own modules. Tests use it to prove a
 // command does not load a library it does not use.
-import { writeFileSync } from 'node:fs';
-import { registerHooks } from 'node:module';
-import process from 'node:process';
+// Built-ins through process.getBuiltinModule, not ES imports: an ES import of
+// node:fs loads node:readline & co. (eslint.config.js), and the trace would
+// then list modules the traced process itself never loads.
+const { writeFileSync } = process.getBuiltinModule('node:fs');
+const { registerHooks } = process.getBuiltinModule('node:module');
 
 const out = process.env.HOTSTANDBY_MODULE_TRACE;
 if (out) {

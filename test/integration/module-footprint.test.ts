@@ -112,6 +112,16 @@ describe('module footprint of the per-pod processes', () => {
     expect(masterInternals.filter((m) => m.includes('undici') || m.includes('http2'))).toEqual([]);
   });
 
+  it('neither loads what ES imports of built-ins drag in (node:readline, fs/promises, webcrypto, BlockList: ~2 MB)', () => {
+    // An ES import of node:fs, node:util, node:net or node:crypto evaluates every
+    // export, lazy ones too; the per-pod code takes them through
+    // process.getBuiltinModule (eslint.config.js). These four are what the agent
+    // loaded before that, and nothing of theirs is used.
+    const dragged = /^node-internal:internal\/(readline\/interface|fs\/promises|crypto\/webcrypto|blocklist)$/;
+    expect(agentInternals.filter((m) => dragged.test(m))).toEqual([]);
+    expect(masterInternals.filter((m) => dragged.test(m))).toEqual([]);
+  });
+
   it('the reference master loads no store client and no Kubernetes client: only what it uses', () => {
     expect([...masterModules].sort()).not.toContain('@kubernetes/client-node');
     for (const unused of ['etcd3', 'ioredis', '@grpc/grpc-js', 'protobufjs']) expect(masterModules, unused).not.toContain(unused);

@@ -3,7 +3,6 @@
 // backpressure. It holds no state of its own beyond open connections, so
 // close() can end every long-poll and stream and return within a bound.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { chmod, lstat, unlink } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import type { Logger } from '../../lib/log.ts';
 import type { LocalApiBackend } from './backend.ts';
@@ -28,6 +27,13 @@ import {
 // export, and node:http's include WebSocket & co., which load undici, http2,
 // tls and worker_threads (~12 MB RSS) that nothing here uses (issue 10).
 const http = process.getBuiltinModule('node:http');
+// Not node:fs/promises either: it loads node:readline and its history (~0.5 MB)
+// for FileHandle.readLines, for three calls made once per start.
+const fs = process.getBuiltinModule('node:fs');
+const { promisify } = process.getBuiltinModule('node:util');
+const lstat = promisify(fs.lstat);
+const unlink = promisify(fs.unlink);
+const chmod = promisify(fs.chmod);
 
 export const APPEND_BODY_LIMIT = 8 * 1024 * 1024;
 export const SNAPSHOT_BODY_LIMIT = 1024 * 1024 * 1024;

@@ -18,9 +18,11 @@
 //   delay `retryDelayMs` gives, until disconnect(); subscriptions are the
 //   subscriber's to renew (it listens for 'ready').
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
+import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { encodeCommand, ProtocolError, ReplyError, RespParser, type RespValue } from './parser.ts';
+
+const net = process.getBuiltinModule('node:net');
 
 export { ReplyError } from './parser.ts';
 
@@ -81,7 +83,7 @@ export function respOptionsFromUrl(url: string): RespClientOptions {
 
 export class RespClient extends EventEmitter {
   private readonly options: RespClientOptions;
-  private socket: net.Socket | undefined;
+  private socket: Socket | undefined;
   private readonly parser = new RespParser();
   /** Sent, waiting for their replies, in order. */
   private inFlight: PendingCommand[] = [];
@@ -319,7 +321,7 @@ export class RespClient extends EventEmitter {
     });
   }
 
-  private createSocket(): net.Socket {
+  private createSocket(): Socket {
     const { host, port } = this.options;
     if (!this.options.tls) return net.connect({ host, port });
     const { ca, servername } = this.options.tls;
@@ -327,7 +329,7 @@ export class RespClient extends EventEmitter {
   }
 
   /** AUTH and SELECT, written straight to the socket before anything queued. */
-  private async handshake(socket: net.Socket): Promise<void> {
+  private async handshake(socket: Socket): Promise<void> {
     const { username, password, db } = this.options;
     const steps: RespArg[][] = [];
     if (password !== undefined) steps.push(username ? ['AUTH', username, password] : ['AUTH', password]);
@@ -341,7 +343,7 @@ export class RespClient extends EventEmitter {
     }
   }
 
-  private onData(chunk: Buffer, socket: net.Socket): void {
+  private onData(chunk: Buffer, socket: Socket): void {
     if (this.socket !== socket) return;
     let replies: RespValue[];
     try {
@@ -391,7 +393,7 @@ export class RespClient extends EventEmitter {
    * AUTH), the commands fail with "Connection is closed. (<reason>)": a command
    * that was sent may have run, and the agent must treat its outcome as unknown.
    */
-  private dropConnection(reason: Error, socket: net.Socket | undefined = this.socket): void {
+  private dropConnection(reason: Error, socket: Socket | undefined = this.socket): void {
     if (socket !== this.socket || !socket) return;
     this.socket = undefined;
     socket.destroy();
