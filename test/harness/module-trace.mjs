@@ -2,6 +2,7 @@
 // and CommonJS alike, and writes their URLs, one a line, to the file named by
 // $HOTSTANDBY_MODULE_TRACE when the process exits, then Node's own modules. Tests use it to prove a
 // command does not load a library it does not use.
+/* global process */
 // Built-ins through process.getBuiltinModule, not ES imports: an ES import of
 // node:fs loads node:readline & co. (eslint.config.js), and the trace would
 // then list modules the traced process itself never loads.
