@@ -2,7 +2,9 @@
 // Node (the floor), two members (agent + reference master each, a leader and a
 // standby) on real etcd and redis-server, and the operator on the test control
 // plane when it is built; measures each idle and with the log under a write
-// load, and prints RSS, V8 heap and CPU side by side with the aims of issue 10.
+// load, and prints RSS, V8 heap and CPU side by side with the aims of issue 10,
+// then each idle process's RSS split by mapping (node binary code, its
+// read-only data, anonymous memory, ...) beside bare Node's.
 // It runs what the image runs: the compiled dist/ behind bin/hotstandby.js.
 //
 // Usage: node bench/footprint.ts [--settle-seconds 180] [--idle-seconds 30] [--load-seconds 20]
@@ -28,6 +30,7 @@ import { parseArgs } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { ManagedProcess, stopAllChildren } from '../src/lib/childproc.ts';
 import { imageRuntime } from './lib/image-runtime.ts';
+import { readRssByMapping, type RssByMapping } from './lib/rss-by-mapping.ts';
 import { etcdKeys } from '../src/lib/keys.ts';
 import { removeWorkDir, startEtcd, startStreamServer, type LocalEtcd, type LocalStreamServer } from '../src/lib/localstores.ts';
 import { freePort, isPortOpen } from '../src/lib/ports.ts';
@@ -139,6 +142,8 @@ interface Row {
   cpuPct: number;
   aim: string;
   met?: boolean;
+  /** What the RSS is made of at the end of the window (idle only). */
+  mappings?: RssByMapping;
 }
 
 /** How often RSS is read during a window: a limit has to hold the peak, not a lucky moment between garbage collections. */
@@ -184,7 +189,8 @@ async function measure(procs: Array<{ label: string; pid: number; aimRssMb?: num
       aims.length = 0;
       met = undefined;
     }
-    rows.push({ process: p.label, phase, rssMb: s.rssMb, anonMb: s.anonMb, heapUsedMb: s.heapUsedMb, heapTotalMb: s.heapTotalMb, cpuPct, aim: aims.join(', ') || (p.label === 'bare node' ? 'the floor' : ''), met });
+    const mappings = idle ? readRssByMapping(p.pid) : undefined;
+    rows.push({ process: p.label, phase, rssMb: s.rssMb, anonMb: s.anonMb, heapUsedMb: s.heapUsedMb, heapTotalMb: s.heapTotalMb, cpuPct, aim: aims.join(', ') || (p.label === 'bare node' ? 'the floor' : ''), met, ...(mappings ? { mappings } : {}) });
   }
   return rows;
 }
@@ -341,9 +347,37 @@ async function main(): Promise<void> {
   out(`  RSS and private are the highest read every ${RSS_SAMPLE_MS / 1000} s in each window, the idle one after ${settleSeconds} s of settling.`);
   out('  RSS includes pages of the node binary and libraries, shared by every Node container on a host; private is RssAnon, what this process alone adds.');
   out();
+  printRssByMapping(result.rows, out);
   const ready = result.agentReadyMs;
   out(`  agent start to ready (API listening, registered): p50 ${Math.round(ready.p50)} ms, max ${Math.round(ready.max)} ms over ${ready.runs} starts; aim < ${AIMS.agentReadyMs} ms ${ready.max < AIMS.agentReadyMs ? 'met' : 'NOT met'}`);
   out(`  baseline: bare node start to first output p50 ${Math.round(result.bareNodeFirstOutputMs.p50)} ms, max ${Math.round(result.bareNodeFirstOutputMs.max)} ms`);
+}
+
+/** The idle rows' RSS split by mapping, beside bare Node's, so the gap to the floor shows where it is. */
+function printRssByMapping(rows: Row[], out: (line?: string) => boolean): void {
+  const idleRows = rows.filter((r) => r.phase === 'idle' && r.mappings);
+  if (idleRows.length === 0) return;
+  const floor = idleRows.find((r) => r.process === 'bare node')?.mappings;
+  const cols: Array<[string, keyof RssByMapping]> = [
+    ['node code', 'nodeCodeMb'],
+    ['node read-only', 'nodeReadOnlyMb'],
+    ['node writable', 'nodeWritableMb'],
+    ['other files', 'otherFilesMb'],
+    ['anonymous', 'anonymousMb'],
+  ];
+  out('  idle RSS by mapping at the end of the window, MB (in brackets: more than bare node)');
+  out(`  ${'process'.padEnd(19)} ${cols.map(([name]) => name.padStart(16)).join('')}`);
+  for (const r of idleRows) {
+    const cell = (key: keyof RssByMapping): string => {
+      const mb = r.mappings![key];
+      const more = floor && r.process !== 'bare node' ? ` (${mb - floor[key] >= 0 ? '+' : ''}${(mb - floor[key]).toFixed(1)})` : '';
+      return `${mb.toFixed(1)}${more}`.padStart(16);
+    };
+    out(`  ${r.process.padEnd(19)} ${cols.map(([, key]) => cell(key)).join('')}`);
+  }
+  out("  node code and read-only are the node binary's clean pages (V8's compilers, the built-in modules' source and code cache):");
+  out('  one copy in the page cache for every Node process on a host, and the kernel can drop them under memory pressure.');
+  out();
 }
 
 async function masterStatus(kv: string): Promise<{ writable: boolean } | undefined> {
