@@ -418,7 +418,7 @@ export class RespClient extends EventEmitter {
     this.currentStatus = 'reconnecting';
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
-      if (this.currentStatus === 'end' || this.socket) return;
+      if (this.currentStatus === 'end') return;
       this.connecting ??= this.open();
       this.connecting.catch(() => undefined);
     }, delay);
