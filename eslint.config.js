@@ -25,7 +25,8 @@ export default tseslint.config(
     // `promises` loads node:readline, node:util's and node:net's load worker,
     // diff and address-list modules, node:crypto's `webcrypto`, node:http's
     // undici and http2. process.getBuiltinModule() returns the module without
-    // that; ~2 MB RSS per process (docs/footprint.md, seventh round).
+    // that: up to ~2 MB RSS per process early on, within the bench's spread once
+    // settled, except node:http's undici (~12 MB) (docs/footprint.md).
     // test/integration/module-footprint.test.ts checks the outcome.
     files: [
       'src/agent/**/*.ts',

@@ -112,7 +112,7 @@ describe('module footprint of the per-pod processes', () => {
     expect(masterInternals.filter((m) => m.includes('undici') || m.includes('http2'))).toEqual([]);
   });
 
-  it('neither loads what ES imports of built-ins drag in (node:readline, fs/promises, webcrypto, BlockList: ~2 MB)', () => {
+  it('neither loads what ES imports of built-ins drag in (node:readline, fs/promises, webcrypto, BlockList)', () => {
     // An ES import of node:fs, node:util, node:net or node:crypto evaluates every
     // export, lazy ones too; the per-pod code takes them through
     // process.getBuiltinModule (eslint.config.js). These four are what the agent

@@ -27,8 +27,8 @@ import {
 // export, and node:http's include WebSocket & co., which load undici, http2,
 // tls and worker_threads (~12 MB RSS) that nothing here uses (issue 10).
 const http = process.getBuiltinModule('node:http');
-// Not node:fs/promises either: it loads node:readline and its history (~0.5 MB)
-// for FileHandle.readLines, for three calls made once per start.
+// Not node:fs/promises either: it loads node:readline and its history (for
+// FileHandle.readLines), for three calls made once per start.
 const fs = process.getBuiltinModule('node:fs');
 const { promisify } = process.getBuiltinModule('node:util');
 const lstat = promisify(fs.lstat);
