@@ -2,6 +2,15 @@
 // to kwok with --config): a node turns Ready; a scheduled pod turns Running
 // with every container started and ready; a deleted pod goes away. Nothing
 // runs: the pods are records, which is all an operator's tests need.
+//
+// Except a pod annotated with LOCAL_RUNNER_ANNOTATION: something on this host
+// runs its containers as processes (the tests' pod stand-ins), and that runner
+// confirms the deletion itself once they stopped, as a kubelet does. kwok
+// leaves such a pod's deletion alone; otherwise the pod would vanish while its
+// processes still run, and "the pods are gone" would not mean "the masters
+// stopped", which the operator's deletion order relies on.
+export const LOCAL_RUNNER_ANNOTATION = 'hotstandby.dev/local-runner';
+
 export const KWOK_STAGES = `apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
@@ -88,6 +97,8 @@ spec:
     matchExpressions:
     - key: '.metadata.deletionTimestamp'
       operator: Exists
+    - key: '.metadata.annotations["${LOCAL_RUNNER_ANNOTATION}"]'
+      operator: DoesNotExist
   next:
     finalizers:
       empty: true

@@ -404,7 +404,7 @@ describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
     await k(['apply', '-f', '-'], clusterYaml('gone', { deletionPolicy: 'Delete' }));
     const s = new PodStandIns({ kube: kube(), namespace: NS, cluster: 'gone', workDir: path.join(workDir, 'gone') }).start();
     standIns.push(s);
-    await s.waitForPods(3, 120_000);
+    const members = await s.waitForPods(3, 120_000);
     await leaderOf(s);
     const client = new Etcd3({ hosts: etcd.endpoint });
     const r = new Redis(redis.url);
@@ -414,8 +414,11 @@ describeE2E('the operator provisions and runs a HotStandbyCluster', () => {
       expect(await jsonpath(['get', 'hsc', 'gone', '-n', NS], '.metadata.finalizers[0]')).toBe('hotstandby.dev/cleanup');
       await k(['delete', 'hsc', 'gone', '-n', NS, '--wait=false']);
       await waitFor(async () => (await k(['get', 'hsc', 'gone', '-n', NS]).catch(() => '')) === '', { timeoutMs: 60_000, intervalMs: 500, what: 'the cluster to be deleted' });
-      // The operator stopped the masters first (their pods are gone), then removed the data, then released the finalizer.
+      // The operator stopped the masters first (their pods are gone, which the
+      // stand-in, like a kubelet, allows only once their processes exited), then
+      // removed the data, then released the finalizer.
       expect(s.members()).toEqual([]);
+      expect(members.map((m) => [m.name, m.agent.running, m.master.running])).toEqual(members.map((m) => [m.name, false, false]));
       await waitFor(async () => (await k(['get', 'statefulset', 'gone', '-n', NS]).catch(() => '')) === '', { timeoutMs: 60_000, intervalMs: 500, what: 'the StatefulSet to be gone' });
       expect(await client.getAll().prefix(prefix).keys()).toEqual([]);
       expect(await r.exists(streamKeys({ namespace: NS, name: 'gone' }).log)).toBe(0);

@@ -6,21 +6,30 @@
 // fields resolved, Secrets read, addresses moved to free loopback ports so
 // several pods fit on one host), and the reference master beside it. A pod
 // that gets a deletionTimestamp has its processes stopped with SIGTERM, as a
-// kubelet would; a new pod of the same name (a rollout) gets new processes.
+// kubelet would, and only once they have exited does the stand-in delete the
+// pod object (grace period 0, as a kubelet confirms a deletion): the stand-in
+// annotates each pod it runs so that kwok leaves that last step to it. So a
+// pod that is gone from the apiserver has no processes left, as on a real
+// node. A new pod of the same name (a rollout) gets new processes.
 // With pod labels on, each agent talks to the apiserver with a token of the
 // pod's own ServiceAccount, so the agents' RBAC is exercised for real.
 import fs from 'node:fs';
 import path from 'node:path';
-import { CoreV1Api, KubeConfig, type V1EnvVar, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, type V1EnvVar, type V1Pod } from '@kubernetes/client-node';
 import type { Member } from '../../src/demo/localcluster.ts';
 import { ManagedProcess } from '../../src/lib/childproc.ts';
 import { CLUSTER_LABEL } from '../../src/lib/labels.ts';
 import { freePort, waitForPort } from '../../src/lib/ports.ts';
 import { sleep, withTimeout } from '../../src/lib/time.ts';
 import type { DevCluster } from '../../src/devcluster/cluster.ts';
+import { LOCAL_RUNNER_ANNOTATION } from '../../src/devcluster/kwok-stages.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/hotstandby.js');
 const POLL_MS = 200;
+/** Bound on each apiserver call the stand-in makes. */
+const API_TIMEOUT_MS = 5000;
+/** SIGTERM to SIGKILL, as a pod's terminationGracePeriodSeconds would. */
+const STOP_GRACE_MS = 5000;
 
 export interface StandInMember extends Member {
   uid: string;
@@ -43,7 +52,10 @@ export class PodStandIns {
   private readonly opts: PodStandInsOptions;
   private readonly core: CoreV1Api;
   private readonly running = new Map<string, StandInMember>();
-  private readonly stopping = new Set<Promise<void>>();
+  /** Processes being stopped, by pod uid; the pod object is deleted only after. */
+  private readonly stopping = new Map<string, Promise<void>>();
+  /** Pods this stand-in annotated, by name: handed back to kwok on stop(). */
+  private readonly annotated = new Set<string>();
   private loop: Promise<void> | undefined;
   private readonly stopped = new AbortController();
   private readonly tokens = new Map<string, string>();
@@ -86,7 +98,7 @@ export class PodStandIns {
     const m = this.running.get(pod);
     if (m) {
       this.running.delete(pod);
-      this.stopping.add(Promise.allSettled([m.agent.stop(1000), m.master.stop(1000)]).then(() => undefined));
+      this.track(m.uid, Promise.allSettled([m.agent.stop(1000), m.master.stop(1000)]).then(() => undefined));
     }
   }
 
@@ -104,8 +116,12 @@ export class PodStandIns {
     this.stopped.abort();
     await this.loop?.catch(() => undefined);
     await Promise.allSettled([...this.running.values()].flatMap((m) => [m.master.stop(3000), m.agent.stop(3000)]));
-    await Promise.allSettled([...this.stopping]);
+    await Promise.allSettled([...this.stopping.values()]);
     this.running.clear();
+    // Nothing runs for these pods any more: give their deletion back to kwok,
+    // so a cluster deleted after this does not leave pods Terminating forever.
+    await Promise.allSettled([...this.annotated].map((name) => this.annotate(name, null)));
+    this.annotated.clear();
   }
 
   private async run(): Promise<void> {
@@ -131,17 +147,63 @@ export class PodStandIns {
       if (!pod || pod.metadata!.uid !== m.uid || pod.metadata!.deletionTimestamp) {
         // The pod is going or gone: stop like a kubelet (SIGTERM, then SIGKILL after the grace period).
         this.running.delete(name);
-        const done = Promise.allSettled([m.master.stop(5000), m.agent.stop(5000)]).then(() => undefined);
-        this.stopping.add(done);
-        void done.then(() => this.stopping.delete(done));
+        this.track(m.uid, Promise.allSettled([m.master.stop(STOP_GRACE_MS), m.agent.stop(STOP_GRACE_MS)]).then(() => undefined));
       }
     }
     for (const [name, pod] of live) {
-      if (this.running.has(name) || this.killed.has(name) || pod.metadata!.deletionTimestamp || pod.status?.phase !== 'Running') continue;
+      const uid = pod.metadata!.uid!;
+      if (pod.metadata!.deletionTimestamp) {
+        // Ours, and nothing of it runs (stopped, killed by the test, or never
+        // started): confirm the deletion, as a kubelet does once the containers exited.
+        const ours = pod.metadata!.annotations?.[LOCAL_RUNNER_ANNOTATION] !== undefined;
+        if (ours && this.running.get(name)?.uid !== uid && !this.stopping.has(uid)) await this.confirmDeletion(pod);
+        continue;
+      }
+      if (this.running.has(name) || this.killed.has(name) || pod.status?.phase !== 'Running') continue;
       // A pod of the same name may still be stopping: its ports are its own, but wait so logs do not interleave.
-      if (this.stopping.size > 0) await Promise.allSettled([...this.stopping]);
+      if (this.stopping.size > 0) await Promise.allSettled([...this.stopping.values()]);
+      // Annotate before starting anything, so kwok never deletes a pod whose processes run.
+      await this.annotate(name, 'pod-stand-ins');
+      this.annotated.add(name);
       this.running.set(name, await this.startPod(pod));
     }
+  }
+
+  /** Remembers processes being stopped for a pod until they exited. */
+  private track(uid: string, done: Promise<void>): void {
+    this.stopping.set(uid, done);
+    void done.then(() => {
+      if (this.stopping.get(uid) === done) this.stopping.delete(uid);
+    });
+  }
+
+  /** Deletes the pod object now that nothing runs for it; the uid precondition spares a new pod of the same name. */
+  private async confirmDeletion(pod: V1Pod): Promise<void> {
+    const { name, namespace, uid } = pod.metadata! as { name: string; namespace: string; uid: string };
+    try {
+      await withTimeout(
+        this.core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0, body: { gracePeriodSeconds: 0, preconditions: { uid } } }),
+        API_TIMEOUT_MS,
+        `deleting pod ${namespace}/${name}`,
+      );
+    } catch (err) {
+      // Gone already, or a new pod holds the name: nothing left to confirm.
+      const code = (err as { code?: number }).code;
+      if (code !== 404 && code !== 409) throw err;
+    }
+    this.annotated.delete(name);
+  }
+
+  /** Sets (or with null removes) the stand-in's annotation on a pod. */
+  private async annotate(name: string, value: string | null): Promise<void> {
+    await withTimeout(
+      this.core.patchNamespacedPod(
+        { name, namespace: this.opts.namespace, body: { metadata: { annotations: { [LOCAL_RUNNER_ANNOTATION]: value } } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      ),
+      API_TIMEOUT_MS,
+      `annotating pod ${this.opts.namespace}/${name}`,
+    );
   }
 
   private async startPod(pod: V1Pod): Promise<StandInMember> {
@@ -171,6 +233,8 @@ export class PodStandIns {
     });
     for (const [proc, port] of [[agent, api], [master, kv]] as const) {
       if (!(await waitForPort(port, 30_000).catch(() => false))) {
+        // Neither is tracked yet: stop both here, or they would outlive the test.
+        await Promise.allSettled([agent.stop(1000), master.stop(1000)]);
         throw new Error(`${proc.name} did not listen on ${port} within 30 s; its log ends with:\n${proc.tail(30)}`);
       }
     }
