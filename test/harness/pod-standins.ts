@@ -153,10 +153,11 @@ export class PodStandIns {
     for (const [name, pod] of live) {
       const uid = pod.metadata!.uid!;
       if (pod.metadata!.deletionTimestamp) {
-        // Ours, and nothing of it runs (stopped, killed by the test, or never
-        // started): confirm the deletion, as a kubelet does once the containers exited.
+        // Ours, and its processes have exited (the loop above took it out of
+        // `running`; killed by the test or never started counts too): confirm
+        // the deletion, as a kubelet does once the containers exited.
         const ours = pod.metadata!.annotations?.[LOCAL_RUNNER_ANNOTATION] !== undefined;
-        if (ours && this.running.get(name)?.uid !== uid && !this.stopping.has(uid)) await this.confirmDeletion(pod);
+        if (ours && !this.stopping.has(uid)) await this.confirmDeletion(pod);
         continue;
       }
       if (this.running.has(name) || this.killed.has(name) || pod.status?.phase !== 'Running') continue;
