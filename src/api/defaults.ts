@@ -14,10 +14,11 @@ export const DRAGONFLY_DEFAULT_IMAGE = 'docker.dragonflydb.io/dragonflydb/dragon
  * --optimize-for-size` and MALLOC_ARENA_MAX=2, 2-core test machine, seventh
  * round): an idle agent holds 69-72 MB RSS and uses 0.3-0.4% of a core; under
  * 10,000 entries/s the leader held 83-84 MB and used 11-16% of a core, the
- * standby 77-78 MB and 14-19% (docs/footprint.md). Memory: the request is the loaded peak with about 50%
- * headroom; the limit leaves room for a snapshot in flight (the agent holds one
- * whole snapshot while storing or loading it), so raise it for masters whose
- * state is larger than about 100 MB. CPU: a request for the leader at 10,000
+ * standby 77-78 MB and 14-19% (docs/footprint.md). Memory: the request is
+ * the loaded peak with about 50% headroom; the limit leaves room for a
+ * snapshot in flight (the agent holds one whole snapshot while storing or
+ * loading it), so raise it for masters whose state is larger than about
+ * 100 MB. CPU: a request for the leader at 10,000
  * entries/s, and no limit, because a throttled agent can miss its lease
  * keepalives and cause a needless failover.
  */
